@@ -1,0 +1,51 @@
+# `make demo` and `make test` set up whatever is missing, then run.
+# Set-up: Debian's libmemkind0 (when root and missing), a virtualenv in .venv
+# with torch 2.13.0 (CPU build), and torch-tier with its C++ extension.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+EXT_SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h') setup.py pyproject.toml
+
+.PHONY: setup demo test test-all bench clean memkind
+
+setup: memkind $(VENV)/.built
+
+memkind:
+	@if ldconfig -p 2>/dev/null | grep -q 'libmemkind\.so\.0'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing libmemkind0 with apt-get"; \
+		(apt-get install -y -qq libmemkind0 >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq libmemkind0 >/dev/null)) || \
+		echo "warning: could not install libmemkind0; memkind tiers and their tests will be skipped"; \
+	else \
+		echo "warning: libmemkind0 is missing and cannot be installed here (needs root and apt-get);"; \
+		echo "         the memkind tiers and their tests will be skipped, the 'sim' tier works without it"; \
+	fi
+
+$(VENV)/.deps: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install setuptools wheel ninja numpy cffi psutil pyzmq scipy matplotlib gymnasium \
+		pytest hypothesis 'transformers>=4.40'
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(EXT_SOURCES)
+	$(PIP) install --no-build-isolation --no-deps -e .
+	touch $@
+
+demo: setup
+	$(PY) examples/quickstart.py
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m ''
+
+bench: setup
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf build *.egg-info torch_tier/_C*.so $(VENV)

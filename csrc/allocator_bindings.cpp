@@ -1,0 +1,96 @@
+// Python surface of the allocator: torch_tier._C.* (used by torch_tier.runtime
+// and torch_tier.tiers; not a public API of its own).
+#include <c10/core/CPUAllocator.h>
+#include <torch/extension.h>
+
+#include <chrono>
+
+#include "allocator.h"
+#include "arena_backend.h"
+#include "bindings.h"
+#include "memkind_backend.h"
+
+namespace py = pybind11;
+
+namespace torch_tier {
+namespace {
+
+Tier to_tier(int tier) {
+  if (tier != kDram && tier != kPm) throw std::invalid_argument("tier index must be 0 (dram) or 1 (pm)");
+  return static_cast<Tier>(tier);
+}
+
+py::dict stats_dict(Tier tier) {
+  const TierStats s = TieringAllocator::instance().stats(tier);
+  py::dict d;
+  d["live_bytes"] = s.live_bytes;
+  d["peak_bytes"] = s.peak_bytes;
+  d["allocations"] = s.allocations;
+  d["fallbacks"] = s.fallbacks;
+  d["failures"] = s.failures;
+  return d;
+}
+
+template <typename Fn>
+Fn* fn_at(uintptr_t address) {
+  if (!address) throw std::invalid_argument("null memkind entry point");
+  return reinterpret_cast<Fn*>(address);
+}
+
+}  // namespace
+
+void bind_allocator(py::module_& m) {
+  m.def("enable_sim", [](size_t capacity, const std::string& fit, bool error_on_full) {
+    auto* arena = new ArenaBackend(capacity, parse_fit(fit));
+    TieringAllocator::instance().enable(arena, error_on_full);
+  }, py::arg("capacity"), py::arg("fit"), py::arg("error_on_full"),
+     "Enable the allocator with a simulated pm tier: a mapped arena of `capacity` bytes.");
+
+  m.def("enable_memkind", [](uintptr_t kind, uintptr_t posix_memalign, uintptr_t free,
+                             uintptr_t destroy_kind, const std::string& name, bool error_on_full) {
+    MemkindApi api{fn_at<int(void*, void**, size_t, size_t)>(posix_memalign),
+                   fn_at<void(void*, void*)>(free),
+                   destroy_kind ? fn_at<int(void*)>(destroy_kind) : nullptr};
+    auto* backend = new MemkindBackend(reinterpret_cast<void*>(kind), api, name);
+    TieringAllocator::instance().enable(backend, error_on_full);
+  }, py::arg("kind"), py::arg("posix_memalign"), py::arg("free"), py::arg("destroy_kind"),
+     py::arg("name"), py::arg("error_on_full"),
+     "Enable the allocator with a memkind pm tier (addresses from torch_tier.memkind's cffi binding).");
+
+  m.def("disable", [] { TieringAllocator::instance().disable(); },
+        "Restore the previous CPU allocator; live blocks still free to their tier.");
+  m.def("enabled", [] { return TieringAllocator::instance().enabled(); });
+  m.def("pm_description", [] { return TieringAllocator::instance().pm_description(); });
+
+  m.def("set_tier", [](int tier) { set_current_tier(to_tier(tier)); },
+        "Set the calling thread's tier for new allocations.");
+  m.def("get_tier", [] { return static_cast<int>(current_tier()); });
+  m.def("tier_of", [](const at::Tensor& t) {
+    return t.has_storage() ? TieringAllocator::tier_of(t.storage().data_ptr()) : -1;
+  }, "Tier index of the tensor's storage, or -1 when torch-tier did not allocate it.");
+
+  m.def("stats", [](int tier) { return stats_dict(to_tier(tier)); });
+  m.def("reset_peaks", [] { TieringAllocator::instance().reset_peaks(); });
+
+  m.def("start_trace", [] { TieringAllocator::instance().start_trace(); });
+  m.def("stop_trace", [] {
+    std::vector<TraceEvent> events = TieringAllocator::instance().stop_trace();
+    py::list out;
+    for (const TraceEvent& e : events) out.append(py::make_tuple(e.seq, e.id, e.size, e.tier, e.is_free));
+    return out;
+  }, "Stop tracing; returns (seq, id, size, tier, is_free) per event.");
+  m.def("time_alloc_free", [](size_t bytes, int64_t iterations, bool tiered) {
+    c10::Allocator* allocator =
+        tiered ? static_cast<c10::Allocator*>(&TieringAllocator::instance()) : c10::GetDefaultCPUAllocator();
+    py::gil_scoped_release no_gil;
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < iterations; ++i) c10::DataPtr block = allocator->allocate(bytes);
+    const std::chrono::duration<double, std::nano> elapsed = std::chrono::steady_clock::now() - start;
+    return elapsed.count() / static_cast<double>(iterations);
+  }, py::arg("bytes"), py::arg("iterations"), py::arg("tiered"),
+     "Mean ns for one allocate+free of `bytes` on the calling thread's tier (tiered) or PyTorch's default "
+     "CPU allocator; for benchmarks/overhead.py.");
+  m.def("trace_position", [] { return TieringAllocator::instance().trace_position(); });
+}
+
+}  // namespace torch_tier

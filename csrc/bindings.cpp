@@ -1,0 +1,7 @@
+#include "bindings.h"
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "torch-tier's C++ core: the tiering CPU allocator and the memory planner";
+  torch_tier::bind_allocator(m);
+  torch_tier::bind_planner(m);
+}

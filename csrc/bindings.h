@@ -1,0 +1,8 @@
+// Each part of torch_tier._C registers its Python functions here.
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace torch_tier {
+void bind_allocator(pybind11::module_& m);
+void bind_planner(pybind11::module_& m);
+}  // namespace torch_tier

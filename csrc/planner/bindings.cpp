@@ -1,0 +1,5 @@
+#include "bindings.h"
+
+namespace torch_tier {
+void bind_planner(pybind11::module_& m) {}
+}  // namespace torch_tier

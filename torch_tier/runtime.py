@@ -1,0 +1,165 @@
+"""enable(): run an unchanged model with its tensors in the tiers a policy names.
+
+Weights are moved once, when the session starts. Activations follow forward
+hooks: a module's pre-hook sets the calling thread's tier for new
+allocations, its post-hook restores the previous one, so the innermost placed
+module on the call stack wins. Threads that never run a placed module's
+forward (e.g. intra-op pool threads, which on CPU allocate nothing in the
+models measured) allocate in DRAM.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import _C, tiers
+from .policy import Placement, Policy
+
+_active: "Session | None" = None
+_active_lock = threading.RLock()  # close() runs under it when enable() fails
+_local = threading.local()
+
+
+def _push_tier(tier: int) -> None:
+    stack = _local.__dict__.setdefault("stack", [])
+    stack.append(_C.get_tier())
+    _C.set_tier(tier)
+
+
+def _pop_tier() -> None:
+    _C.set_tier(_local.stack.pop())
+
+
+def _in_tier(tensor: torch.Tensor, tier: int) -> torch.Tensor:
+    """A copy of `tensor` allocated in `tier` (index)."""
+    _push_tier(tier)
+    try:
+        return tensor.clone(memory_format=torch.preserve_format)
+    finally:
+        _pop_tier()
+
+
+def _own_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    tensors = list(module._parameters.values()) + list(module._buffers.values())
+    return [t for t in tensors if t is not None]
+
+
+class Session:
+    """One model running under a policy; `close()` (or leaving `with`) undoes it all."""
+
+    def __init__(self, policy: Policy, model: torch.nn.Module, pm: tiers.PmSpec, on_full: str):
+        self.policy = policy
+        self.model = model
+        self.pm = pm
+        self.on_full = on_full
+        self._moved: list[torch.Tensor] = []
+        self._hooks: list[Any] = []
+        self._closed = False
+        placements = policy.resolve(model)
+        tiers.activate(pm, on_full)
+        try:
+            self._place_weights(placements)
+            self._hook_activations(placements)
+        except BaseException:
+            self.close()
+            raise
+
+    def _place_weights(self, placements: dict[str, Placement]) -> None:
+        seen: set[int] = set()
+        for path, module in self.model.named_modules():
+            tier = tiers.TIER_NAMES.index(placements[path].weight)
+            for tensor in _own_tensors(module):
+                if id(tensor) in seen:  # tied weights belong to their first owner
+                    continue
+                seen.add(id(tensor))
+                tensor.data = _in_tier(tensor.data, tier)
+                self._moved.append(tensor)
+
+    def _hook_activations(self, placements: dict[str, Placement]) -> None:
+        """Hook the root and every module whose activation tier differs from its parent's.
+
+        A module registered under several parents is always hooked, since it
+        may run inside a parent of another tier.
+        """
+        paths_of: dict[int, int] = {}
+        for _, module in self.model.named_modules(remove_duplicate=False):
+            paths_of[id(module)] = paths_of.get(id(module), 0) + 1
+        for path, module in self.model.named_modules():
+            parent = path.rpartition(".")[0] if path else None
+            tier = placements[path].activation
+            if parent is None or paths_of[id(module)] > 1 or placements[parent].activation != tier:
+                self._hook(module, tiers.TIER_NAMES.index(tier))
+
+    def _hook(self, module: torch.nn.Module, tier: int) -> None:
+        self._hooks.append(module.register_forward_pre_hook(lambda _m, _a: _push_tier(tier)))
+        self._hooks.append(module.register_forward_hook(lambda _m, _a, _o: _pop_tier(), always_call=True))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per-tier allocator statistics (see torch_tier.stats)."""
+        return tiers.stats()
+
+    def close(self) -> None:
+        """Remove the hooks, restore PyTorch's allocator and move weights back to plain memory."""
+        global _active
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._hooks:
+            handle.remove()
+        tiers.deactivate()
+        _C.set_tier(tiers.DRAM)
+        for tensor in self._moved:
+            tensor.data = tensor.data.clone(memory_format=torch.preserve_format)
+        self._moved.clear()
+        with _active_lock:
+            if _active is self:
+                _active = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<torch_tier.Session {state} model={self.policy.model_name!r} pm={self.pm}>"
+
+
+def enable(
+    policy: Policy | str | Path,
+    model: torch.nn.Module,
+    pm: str | None = None,
+    on_full: str = "fallback",
+    pm_capacity: int | str | None = None,
+    fit: str = "first",
+) -> Session:
+    """Place `model`'s tensors as `policy` says until the returned session is closed.
+
+    pm: what backs the slow tier ('sim[:PROFILE]', 'memkind:DIR', 'kmem');
+        default $TORCH_TIER_PM, else 'sim'.
+    on_full: when pm is full, 'fallback' serves from DRAM and counts it,
+        'error' raises MemoryError.
+    pm_capacity: bytes (or '4GiB') the pm tier may hold; default the
+        backend's own limit.
+    fit: the sim arena's placement rule (first, best, worst, next).
+    """
+    global _active
+    if not isinstance(policy, Policy):
+        policy = Policy.load(policy)
+    policy.check(model)
+    spec = tiers.parse_pm(pm, pm_capacity, fit)
+    with _active_lock:
+        if _active is not None:
+            raise RuntimeError(f"torch-tier is already enabled ({_active!r}); close() it before enabling again")
+        session = Session(policy, model, spec, on_full)
+        _active = session
+    return session
