@@ -1,0 +1,136 @@
+"""The static memory planner on MiniMalloc's challenging inputs, next to MiniMalloc's own times.
+
+Solves each of the eleven challenging inputs (A to K, 154 to 454 buffers) at
+capacity 1,048,576 and prints a markdown table: time (median of --repeats runs
+of ``planner.solve``, validation included), whether it was solved, search
+nodes, the best greedy strategy's peak, and MiniMalloc's reference time on
+this kind of machine (from the benchmark README). The table is also written to
+``benchmarks/results/planner.md``. The exit code is 1 if any input was not
+solved within MiniMalloc's time.
+
+Other inputs (e.g. captured model traces) are one call each:
+``bench("BERT-base trace", buffers)`` returns a ``Row`` (capacity None means
+minimise the peak); append it to the rows before ``markdown_table``.
+
+Usage: python benchmarks/planner.py [--data DIR] [--repeats 3] [--time-limit 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch_tier import planner
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "benchmarks" / "minimalloc"
+RESULTS = REPO / "benchmarks" / "results" / "planner.md"
+CAPACITY = 1_048_576
+
+# MiniMalloc's own solver, default settings, on a 2-core machine of this kind
+# (seconds; from the benchmark suite's README).
+MINIMALLOC_SECONDS = {"A": 5.3, "B": 3.9, "C": 0.6, "D": 2.8, "E": 3.9, "F": 5.6, "G": 1.0,
+                      "H": 1.7, "I": 3.9, "J": 1.0, "K": 0.7}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    buffers: int
+    capacity: int | None  # None: the peak was minimised
+    solved: bool  # a plan within the capacity (or, minimising, a proven optimum)
+    peak: int | None
+    lower_bound: int
+    seconds: float  # median over the runs
+    nodes: int
+    greedy_peak: int
+    reference_seconds: float | None = None  # MiniMalloc's time, where known
+
+
+def bench(name: str, buffers: list[planner.Buffer], capacity: int | None = None,
+          reference_seconds: float | None = None, repeats: int = 3,
+          time_limit: float = 60.0) -> Row:
+    """Solves ``buffers`` ``repeats`` times and summarises the runs as one table row."""
+    times, plan, failure = [], None, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        try:
+            plan = planner.solve(buffers, capacity=capacity, time_limit=time_limit)
+        except planner.NoPlanError as e:
+            failure = e
+        times.append(time.perf_counter() - start)
+    bound = planner.lower_bound(buffers)
+    if failure is not None:
+        return Row(name, len(buffers), capacity, False, None, bound, statistics.median(times), 0,
+                   failure.greedy_peak, reference_seconds)
+    solved = capacity is not None or plan.optimal
+    return Row(name, len(buffers), capacity, solved, plan.peak, bound, statistics.median(times),
+               plan.stats.nodes, plan.stats.greedy_peak, reference_seconds)
+
+
+def challenging_rows(data: Path, repeats: int, time_limit: float) -> list[Row]:
+    """One row per challenging input, solved at capacity 1,048,576."""
+    rows = []
+    for letter, reference in MINIMALLOC_SECONDS.items():
+        buffers = planner.read_csv(data / f"{letter}.{CAPACITY}.csv")
+        rows.append(bench(letter, buffers, CAPACITY, reference, repeats, time_limit))
+        print(f"  {letter}: {rows[-1].seconds:.3f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def markdown_table(rows: list[Row]) -> list[str]:
+    """The rows as a markdown table; greedy peaks shown against the capacity (or lower bound)."""
+    lines = ["| input | buffers | capacity | solved | peak | lower bound | time (s) | "
+             "MiniMalloc (s) | speed-up | nodes | best greedy peak |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        target = r.capacity if r.capacity is not None else r.lower_bound
+        over = f" (+{(r.greedy_peak / target - 1) * 100:.0f}%)" if target else ""
+        speedup = f"{r.reference_seconds / r.seconds:.1f}x" if r.reference_seconds else "-"
+        lines.append(
+            f"| {r.name} | {r.buffers:,} | {_num(r.capacity, 'minimise')} | "
+            f"{'yes' if r.solved else 'no'} | {_num(r.peak, '-')} | {r.lower_bound:,} | "
+            f"{r.seconds:.3f} | {_num(r.reference_seconds, '-')} | {speedup} | {r.nodes:,} | "
+            f"{r.greedy_peak:,}{over} |")
+    return lines
+
+
+def _num(value: float | None, missing: str) -> str:
+    if value is None:
+        return missing
+    return f"{value:,}" if isinstance(value, int) else f"{value:.1f}"
+
+
+def within_reference(rows: list[Row]) -> bool:
+    """Whether every row with a MiniMalloc time was solved within it."""
+    return all(r.solved and r.seconds <= r.reference_seconds
+               for r in rows if r.reference_seconds is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"directory of the benchmark CSV files (default {DEFAULT_DATA})")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per input (median reported)")
+    parser.add_argument("--time-limit", type=float, default=60.0, metavar="S")
+    args = parser.parse_args(argv)
+    rows = challenging_rows(args.data, args.repeats, args.time_limit)
+    ok = within_reference(rows)
+    lines = [f"Static planner, MiniMalloc's challenging inputs at capacity {CAPACITY:,} "
+             f"({os.cpu_count()} cores, median of {args.repeats} runs, "
+             f"{time.strftime('%Y-%m-%d')}).", "", *markdown_table(rows), "",
+             f"Every input solved within MiniMalloc's time: {'yes' if ok else 'NO'}."]
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
