@@ -30,6 +30,7 @@ BlockHeader* header_of(void* payload) {
 }
 
 thread_local Tier t_current_tier = kDram;
+thread_local int64_t t_allocated[kNumTiers] = {0, 0};
 
 const char* tier_name(Tier tier) { return tier == kDram ? "dram" : "pm"; }
 
@@ -43,6 +44,7 @@ struct TierFullError : torch::PyTorchError {
 
 void set_current_tier(Tier tier) noexcept { t_current_tier = tier; }
 Tier current_tier() noexcept { return t_current_tier; }
+int64_t thread_allocated(Tier tier) noexcept { return t_allocated[tier]; }
 
 TieringAllocator& TieringAllocator::instance() {
   // Leaked on purpose: PyTorch requires allocators of static lifetime, and
@@ -81,10 +83,11 @@ void* TieringAllocator::allocate_in(Tier tier, size_t n) {
   Counters& c = counters_[tier];
   const int64_t live = c.live.fetch_add(n, std::memory_order_relaxed) + n;
   c.allocations.fetch_add(1, std::memory_order_relaxed);
+  t_allocated[tier] += n;
   int64_t peak = c.peak.load(std::memory_order_relaxed);
   while (live > peak && !c.peak.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
   }
-  if (tracing_.load(std::memory_order_relaxed)) header->id = record(tier, 0, n, false);
+  if (tracing_.load(std::memory_order_relaxed)) header->id = record(tier, 0, header + 1, n, false);
   return header + 1;
 }
 
@@ -97,7 +100,7 @@ void TieringAllocator::free_block(void* payload) {
   Backend* backend = header->backend;
   self.counters_[tier].live.fetch_sub(header->size, std::memory_order_relaxed);
   if (header->id && self.tracing_.load(std::memory_order_relaxed))
-    self.record(tier, header->id, header->size, true);
+    self.record(tier, header->id, payload, header->size, true);
   header->magic = 0;
   backend->deallocate(header);
   if (tier == kPm) backend->release();
@@ -161,10 +164,11 @@ std::vector<TraceEvent> TieringAllocator::stop_trace() {
   return std::move(trace_);
 }
 
-uint64_t TieringAllocator::record(Tier tier, uint64_t id, size_t size, bool is_free) {
+uint64_t TieringAllocator::record(Tier tier, uint64_t id, const void* address, size_t size,
+                                  bool is_free) {
   std::lock_guard<std::mutex> lock(trace_mutex_);
   const uint64_t seq = trace_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
-  trace_.push_back({seq, is_free ? id : seq, size, tier, is_free});
+  trace_.push_back({seq, is_free ? id : seq, reinterpret_cast<uint64_t>(address), size, tier, is_free});
   return seq;
 }
 

@@ -28,6 +28,7 @@ struct TierStats {
 struct TraceEvent {
   uint64_t seq;
   uint64_t id;
+  uint64_t address;
   uint64_t size;
   uint8_t tier;
   bool is_free;
@@ -36,6 +37,8 @@ struct TraceEvent {
 // The calling thread's tier for new allocations (kDram until set).
 void set_current_tier(Tier tier) noexcept;
 Tier current_tier() noexcept;
+// Bytes the calling thread has allocated in `tier` so far (a running total).
+int64_t thread_allocated(Tier tier) noexcept;
 
 class TieringAllocator final : public c10::Allocator {
  public:
@@ -71,7 +74,7 @@ class TieringAllocator final : public c10::Allocator {
   static void free_block(void* ptr);
   void* allocate_in(Tier tier, size_t n);
   // Appends an event and returns its sequence number (an allocation's id).
-  uint64_t record(Tier tier, uint64_t id, size_t size, bool is_free);
+  uint64_t record(Tier tier, uint64_t id, const void* address, size_t size, bool is_free);
   [[noreturn]] void fail_full(size_t n) const;
 
   std::array<std::atomic<Backend*>, kNumTiers> backends_{};

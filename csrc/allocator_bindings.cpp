@@ -65,6 +65,17 @@ void bind_allocator(py::module_& m) {
   m.def("set_tier", [](int tier) { set_current_tier(to_tier(tier)); },
         "Set the calling thread's tier for new allocations.");
   m.def("get_tier", [] { return static_cast<int>(current_tier()); });
+  m.def("thread_allocated", [](int tier) { return thread_allocated(to_tier(tier)); },
+        "Bytes the calling thread has allocated in `tier` so far (a running total).");
+  m.def("spin", [](double seconds) {
+    py::gil_scoped_release no_gil;
+    const auto start = std::chrono::steady_clock::now();
+    const auto until = start + std::chrono::duration<double>(seconds);
+    auto now = start;
+    while (now < until) now = std::chrono::steady_clock::now();
+    return std::chrono::duration<double>(now - start).count();
+  }, "Busy-wait `seconds` (precise to about a microsecond, unlike sleep), without the GIL; "
+     "returns the seconds actually spun.");
   m.def("tier_of", [](const at::Tensor& t) {
     return t.has_storage() ? TieringAllocator::tier_of(t.storage().data_ptr()) : -1;
   }, "Tier index of the tensor's storage, or -1 when torch-tier did not allocate it.");
@@ -76,9 +87,9 @@ void bind_allocator(py::module_& m) {
   m.def("stop_trace", [] {
     std::vector<TraceEvent> events = TieringAllocator::instance().stop_trace();
     py::list out;
-    for (const TraceEvent& e : events) out.append(py::make_tuple(e.seq, e.id, e.size, e.tier, e.is_free));
+    for (const TraceEvent& e : events) out.append(py::make_tuple(e.seq, e.id, e.address, e.size, e.tier, e.is_free));
     return out;
-  }, "Stop tracing; returns (seq, id, size, tier, is_free) per event.");
+  }, "Stop tracing; returns (seq, id, address, size, tier, is_free) per event.");
   m.def("time_alloc_free", [](size_t bytes, int64_t iterations, bool tiered) {
     c10::Allocator* allocator =
         tiered ? static_cast<c10::Allocator*>(&TieringAllocator::instance()) : c10::GetDefaultCPUAllocator();

@@ -78,9 +78,9 @@ def test_all_pm_bert_every_forward_allocation_on_pm(bert):
         _C.start_trace()
         forward(model, x)
         events = _C.stop_trace()
-    allocs = [e for e in events if not e[4]]
+    allocs = [e for e in events if not e[5]]
     assert len(allocs) > 50  # embeddings, attention scores, softmax, MLPs ...
-    assert {e[3] for e in allocs} == {tt.tiers.PM}
+    assert {e[4] for e in allocs} == {tt.tiers.PM}
 
 
 def test_live_bytes_match_the_tensors(bert):

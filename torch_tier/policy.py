@@ -100,14 +100,17 @@ class Policy:
         """The placement of node `name` if listed, else the default."""
         return self.nodes.get(name, self.default)
 
+    def placement_of(self, path: str) -> Placement:
+        """The effective placement of module `path`: its own, its innermost listed ancestor's, or the default."""
+        while path not in self.nodes:
+            if not path:
+                return self.default
+            path = path.rpartition(".")[0]
+        return self.nodes[path]
+
     def resolve(self, model: torch.nn.Module) -> dict[str, Placement]:
         """The effective placement of every module path of `model`."""
-        placements: dict[str, Placement] = {}
-        for path in module_nodes(model):
-            parent = path.rpartition(".")[0] if path else None
-            inherited = placements[parent] if parent is not None else self.default
-            placements[path] = self.nodes.get(path, inherited)
-        return placements
+        return {path: self.placement_of(path) for path in module_nodes(model)}
 
     def to_dict(self) -> dict[str, Any]:
         return {

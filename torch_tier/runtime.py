@@ -6,32 +6,44 @@ allocations, its post-hook restores the previous one, so the innermost placed
 module on the call stack wins. Threads that never run a placed module's
 forward (e.g. intra-op pool threads, which on CPU allocate nothing in the
 models measured) allocate in DRAM.
+
+On a simulated tier every node is metered: after each call the session spins
+out the extra time the cost model (torch_tier.simulate) gives that call's
+slow-tier traffic, so wall-clock time reflects the placement.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch.utils._pytree import tree_leaves
 
-from . import _C, tiers
+from . import _C, simulate, tiers
 from .policy import Placement, Policy
+
+SPIN_QUANTUM = 20e-6  # seconds of simulated delay gathered before one spin
 
 _active: "Session | None" = None
 _active_lock = threading.RLock()  # close() runs under it when enable() fails
 _local = threading.local()
 
 
-def _push_tier(tier: int) -> None:
+def _push_tier(tier: int, owner: object = None) -> None:
     stack = _local.__dict__.setdefault("stack", [])
-    stack.append(_C.get_tier())
+    stack.append((owner, _C.get_tier()))
     _C.set_tier(tier)
 
 
-def _pop_tier() -> None:
-    _C.set_tier(_local.stack.pop())
+def _pop_tier(owner: object = None) -> None:
+    """Restore the tier saved by `owner`'s push (none if its pre-hook never ran)."""
+    stack = _local.__dict__.get("stack")
+    if stack and stack[-1][0] is owner:
+        _C.set_tier(stack.pop()[1])
 
 
 def _in_tier(tensor: torch.Tensor, tier: int) -> torch.Tensor:
@@ -43,19 +55,114 @@ def _in_tier(tensor: torch.Tensor, tier: int) -> torch.Tensor:
         _pop_tier()
 
 
-def _own_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
-    tensors = list(module._parameters.values()) + list(module._buffers.values())
-    return [t for t in tensors if t is not None]
+def owned_tensors(model: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Each module path's own parameters and buffers; a tied tensor belongs to its first owner."""
+    seen: set[int] = set()
+    owned: dict[str, list[torch.Tensor]] = {}
+    for path, module in model.named_modules():
+        owned[path] = []
+        for tensor in list(module._parameters.values()) + list(module._buffers.values()):
+            if tensor is not None and id(tensor) not in seen:
+                seen.add(id(tensor))
+                owned[path].append(tensor)
+    return owned
+
+
+def input_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The distinct tensors (by storage) a call receives, in args and kwargs."""
+    seen: set[int] = set()
+    out = []
+    for leaf in tree_leaves((args, kwargs)):
+        if torch.is_tensor(leaf) and leaf.layout == torch.strided:
+            key = leaf.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                out.append(leaf)
+    return out
+
+
+@dataclass
+class _Frame:
+    """One metered call in progress on this thread."""
+
+    module: torch.nn.Module
+    previous_tier: int
+    start_ns: int
+    pm_allocated_at_start: int
+    pm_input_bytes: int
+    child_ns: int = 0
+    child_pm_allocated: int = 0
+
+
+# Called after each metered call: (node path, its own seconds, simulated extra seconds).
+CallRecorder = Callable[[str, float, float], None]
+
+
+class _Meter:
+    """Hooks that time each node's call and charge its slow-tier traffic."""
+
+    def __init__(self, cost: simulate.CostModel | None, recorder: CallRecorder | None):
+        self.cost = cost
+        self.recorder = recorder
+
+    def enter(self, module: torch.nn.Module, tier: int, leaf: bool, args: tuple, kwargs: dict) -> None:
+        """Start a call. Only leaves are charged for reading their inputs: a
+        container passes its arguments on to the children that read them."""
+        stack = _local.__dict__.setdefault("stack", [])
+        pm_inputs = 0
+        if leaf and self.cost is not None:
+            pm_inputs = sum(t.nbytes for t in input_tensors(args, kwargs) if _C.tier_of(t) == tiers.PM)
+        frame = _Frame(module, _C.get_tier(), time.perf_counter_ns(), _C.thread_allocated(tiers.PM), pm_inputs)
+        stack.append(frame)
+        _C.set_tier(tier)
+
+    def exit(self, path: str, module: torch.nn.Module, weight_extra: float | None, pm_weight_bytes: int,
+             args: tuple, kwargs: dict) -> None:
+        """End a call: spin out its slow-tier extra. `weight_extra` is the weights' extra per
+        call, or None when it depends on the call (embedding lookups)."""
+        stack = _local.__dict__.get("stack")
+        if not stack or stack[-1].module is not module:  # its pre-hook never ran
+            return
+        frame = stack.pop()
+        _C.set_tier(frame.previous_tier)
+        allocated = _C.thread_allocated(tiers.PM) - frame.pm_allocated_at_start
+        extra = 0.0
+        if self.cost is not None:
+            extra = self.cost.write_extra(allocated - frame.child_pm_allocated)
+            extra += self.cost.read_extra(frame.pm_input_bytes)
+            if weight_extra is None:
+                weight_extra = self.cost.extra(simulate.weight_stream(module, pm_weight_bytes, args, kwargs))
+            extra += weight_extra
+            # Owed delay is paid in spins of at least SPIN_QUANTUM; overshoot is
+            # carried as negative debt, so errors do not add up over a forward.
+            _local.debt = getattr(_local, "debt", 0.0) + extra
+            if _local.debt >= SPIN_QUANTUM or (not stack and _local.debt > 0):
+                _local.debt -= _C.spin(_local.debt)
+        elapsed = time.perf_counter_ns() - frame.start_ns
+        if stack:
+            stack[-1].child_ns += elapsed
+            stack[-1].child_pm_allocated += allocated
+        if self.recorder is not None:
+            self.recorder(path, (elapsed - frame.child_ns) * 1e-9 - extra, extra)
 
 
 class Session:
     """One model running under a policy; `close()` (or leaving `with`) undoes it all."""
 
-    def __init__(self, policy: Policy, model: torch.nn.Module, pm: tiers.PmSpec, on_full: str):
+    def __init__(
+        self,
+        policy: Policy,
+        model: torch.nn.Module,
+        pm: tiers.PmSpec,
+        on_full: str,
+        recorder: CallRecorder | None = None,
+    ):
         self.policy = policy
         self.model = model
         self.pm = pm
         self.on_full = on_full
+        cost = simulate.cost_model(pm.profile) if pm.kind == "sim" else None
+        self._meter = _Meter(cost, recorder) if cost is not None or recorder is not None else None
         self._moved: list[torch.Tensor] = []
         self._hooks: list[Any] = []
         self._closed = False
@@ -63,19 +170,18 @@ class Session:
         tiers.activate(pm, on_full)
         try:
             self._place_weights(placements)
-            self._hook_activations(placements)
+            if self._meter is not None:
+                self._hook_nodes(placements)
+            else:
+                self._hook_activations(placements)
         except BaseException:
             self.close()
             raise
 
     def _place_weights(self, placements: dict[str, Placement]) -> None:
-        seen: set[int] = set()
-        for path, module in self.model.named_modules():
+        for path, tensors in owned_tensors(self.model).items():
             tier = tiers.TIER_NAMES.index(placements[path].weight)
-            for tensor in _own_tensors(module):
-                if id(tensor) in seen:  # tied weights belong to their first owner
-                    continue
-                seen.add(id(tensor))
+            for tensor in tensors:
                 tensor.data = _in_tier(tensor.data, tier)
                 self._moved.append(tensor)
 
@@ -94,9 +200,32 @@ class Session:
             if parent is None or paths_of[id(module)] > 1 or placements[parent].activation != tier:
                 self._hook(module, tiers.TIER_NAMES.index(tier))
 
+    def _hook_nodes(self, placements: dict[str, Placement]) -> None:
+        """Meter the root and every node the policy lists (each charged for its own code)."""
+        meter = self._meter
+        owned = owned_tensors(self.model)
+        for path, module in self.model.named_modules():
+            if path and path not in self.policy.nodes:
+                continue
+            tier = tiers.TIER_NAMES.index(placements[path].activation)
+            pm_weights = sum(t.untyped_storage().nbytes() for t in owned[path] if tiers.tier_of(t) == "pm")
+
+            def pre(m, args, kwargs, tier=tier, leaf=next(module.children(), None) is None):
+                meter.enter(m, tier, leaf, args, kwargs)
+
+            weight_extra = 0.0
+            if meter.cost is not None and pm_weights:
+                weight_extra = None if simulate.is_sparse(module) else meter.cost.extra(simulate.Stream(pm_weights))
+
+            def post(m, args, kwargs, _out, path=path, weight_extra=weight_extra, pm_weights=pm_weights):
+                meter.exit(path, m, weight_extra, pm_weights, args, kwargs)
+
+            self._hooks.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            self._hooks.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
+
     def _hook(self, module: torch.nn.Module, tier: int) -> None:
-        self._hooks.append(module.register_forward_pre_hook(lambda _m, _a: _push_tier(tier)))
-        self._hooks.append(module.register_forward_hook(lambda _m, _a, _o: _pop_tier(), always_call=True))
+        self._hooks.append(module.register_forward_pre_hook(lambda m, _a: _push_tier(tier, m)))
+        self._hooks.append(module.register_forward_hook(lambda m, _a, _o: _pop_tier(m), always_call=True))
 
     @property
     def closed(self) -> bool:

@@ -1,0 +1,128 @@
+"""capture(): nodes, bytes, lifetimes, edges; footprints; the cost model and the simulated tier."""
+
+import pytest
+import torch
+
+import torch_tier as tt
+from torch_tier import graph, simulate, zoo
+from torch_tier.measure import measure
+
+
+class Twice(torch.nn.Module):
+    """A block applied twice, plus a weight shared by two modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 16)
+        self.block = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU())
+        self.head = torch.nn.Linear(16, 50, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        h = self.block(h) + self.block(h)  # own code allocates the sum
+        return self.head(h)
+
+
+@pytest.fixture(scope="module")
+def bert_graph():
+    from conftest import small_bert
+
+    model, x = small_bert()
+    return model, x, graph.capture(model, x, repeats=3)
+
+
+def test_cnn_nodes_in_execution_order(cnn):
+    model, x = cnn
+    g = graph.capture(model, x, repeats=3)
+    assert [n.path for n in g.nodes] == ["", "0", "1", "2", "3", "4", "5", "6", "7"]
+    assert all(n.calls == 1 for n in g.nodes)
+    params = sum(t.untyped_storage().nbytes() for t in list(model.parameters()) + list(model.buffers()))
+    assert sum(n.weight_bytes for n in g.nodes) == params
+    conv = g.nodes[1]
+    assert conv.alloc_bytes >= 2 * 16 * 32 * 32 * 4 and conv.activation_bytes >= 2 * 16 * 32 * 32 * 4
+    assert conv.input_bytes == x.nbytes and conv.dram_time > 0
+    assert graph.Edge(graph.EXTERNAL, 1, x.nbytes) in g.edges
+    assert graph.Edge(1, 2, 2 * 16 * 32 * 32 * 4) in g.edges  # conv -> batchnorm
+    assert all(0 < b.alloc < b.free <= g.events for b in g.buffers)
+    assert g.fingerprint == tt.fingerprint(model)
+
+
+def test_bert_attention_code_is_a_node(bert_graph):
+    _, _, g = bert_graph
+    attention = {n.path: n for n in g.nodes}["encoder.layer.0.attention.self"]
+    assert not attention.leaf and attention.alloc_bytes > 0  # scores, softmax, context
+    assert attention.transient_peak_bytes > 0
+
+
+def test_repeated_and_shared_modules():
+    model = Twice().eval()
+    ids = torch.randint(0, 50, (4, 8))
+    g = graph.capture(model, ids, repeats=2)
+    nodes = {n.path: n for n in g.nodes}
+    assert nodes["block.0"].calls == 2 and nodes["block.1"].calls == 2
+    assert nodes[""].alloc_bytes >= 4 * 8 * 16 * 4  # the root's own sum
+    assert nodes["embed"].weight_bytes == 50 * 16 * 4 and nodes["head"].weight_bytes == 0  # tied
+    read = nodes["embed"].weight_read
+    assert read.random and read.accesses == ids.numel() and read.bytes == ids.numel() * 16 * 4
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_decoders_capture(name):
+    work = zoo.build(name, seq_len=16, width=1 / 6, depth=1 / 6)
+    g = graph.capture(work.model, work.inputs, repeats=1)
+    assert len(g.nodes) > 10 and g.edges and g.buffers
+    with tt.enable(g.policy([tt.Placement("pm", "pm")] * len(g.nodes)), work.model, pm="sim"):
+        pass  # the graph's nodes are a valid policy for the model
+
+
+def test_save_load_round_trip(cnn, tmp_path):
+    model, x = cnn
+    g = graph.capture(model, x, repeats=1)
+    g.save(tmp_path / "g.json")
+    assert graph.TierGraph.load(tmp_path / "g.json") == g
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="bad.json: not a torch-tier-graph"):
+        graph.TierGraph.load(tmp_path / "bad.json")
+
+
+def test_footprint(bert_graph):
+    model, _, g = bert_graph
+    weights = sum(n.weight_bytes for n in g.nodes)
+    all_dram = g.footprint(g.policy())
+    assert all_dram["pm"] == 0 and all_dram["dram"] > weights
+    all_pm = g.footprint(g.policy([tt.Placement("pm", "pm")] * len(g.nodes)))
+    assert all_pm == {"dram": 0, "pm": all_dram["dram"]}
+    weights_pm = g.footprint(g.policy([tt.Placement("pm", "dram")] * len(g.nodes)))
+    assert weights_pm["pm"] == weights and weights_pm["dram"] == all_dram["dram"] - weights
+
+
+def test_cost_model_is_linear_and_slower_on_pm(bert_graph):
+    _, _, g = bert_graph
+    cost = simulate.cost_model("optane-100")
+    assert cost.write_extra(2 << 20) == pytest.approx(2 * cost.write_extra(1 << 20))
+    assert cost.write_extra(1 << 20) > cost.read_extra(1 << 20) > 0  # Optane writes are slower
+    assert simulate.predict(g, g.policy()) == g.base_time
+    n = len(g.nodes)
+    weights = simulate.predict(g, g.policy([tt.Placement("pm", "dram")] * n))
+    both = simulate.predict(g, g.policy([tt.Placement("pm", "pm")] * n))
+    assert g.base_time < weights < both
+    assert simulate.predict(g, g.policy([tt.Placement("pm", "pm")] * n), "optane-100-1dimm") > both
+
+
+@pytest.fixture
+def one_thread():
+    """Fewer threads than cores: timing on a shared machine is steadier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_simulated_tier_spins_out_the_extra(bert_graph, one_thread):
+    model, x, g = bert_graph
+    all_pm = g.policy([tt.Placement("pm", "pm")] * len(g.nodes))
+    extra = simulate.predict(g, all_pm, "optane-100-1dimm") - g.base_time
+    slow = measure(model, x, all_pm, pm="sim:optane-100-1dimm", repeats=7).median
+    fast = measure(model, x, g.policy(), pm="sim:optane-100-1dimm", repeats=7).median
+    assert slow - fast == pytest.approx(extra, rel=0.25)

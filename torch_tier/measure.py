@@ -1,0 +1,66 @@
+"""measure(): wall-clock latency of a model under a policy, on a real or simulated tier."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .policy import Policy
+from .runtime import enable
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Seconds per inference: every sample, and their median and spread."""
+
+    samples: tuple[float, ...]
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)  # allocator stats after the runs
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Half the interquartile range over the median: the relative noise of one sample."""
+        if len(self.samples) < 4:
+            return (max(self.samples) - min(self.samples)) / 2 / self.median
+        q = statistics.quantiles(self.samples, n=4)
+        return (q[2] - q[0]) / 2 / self.median
+
+    def __str__(self) -> str:
+        return f"{self.median * 1e3:.2f} ms ±{self.spread:.1%} ({len(self.samples)} runs)"
+
+
+def time_inference(model: torch.nn.Module, inputs: tuple, repeats: int, warmup: int) -> list[float]:
+    """Seconds of each of `repeats` forwards under no_grad, after `warmup` untimed ones."""
+    samples = []
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            model(*inputs)
+            if i >= warmup:
+                samples.append(time.perf_counter() - start)
+    return samples
+
+
+def measure(
+    model: torch.nn.Module,
+    inputs: Any,
+    policy: Policy | str,
+    pm: str | None = None,
+    repeats: int = 10,
+    warmup: int = 2,
+    **enable_options: Any,
+) -> Measurement:
+    """Time `model(*inputs)` with `policy` enabled on tier `pm` (see torch_tier.enable)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    with enable(policy, model, pm=pm, **enable_options) as session:
+        samples = time_inference(model, inputs, repeats, warmup)
+        return Measurement(tuple(samples), session.stats())
