@@ -8,11 +8,12 @@ this kind of machine (from the benchmark README). The table is also written to
 ``benchmarks/results/planner.md``. The exit code is 1 if any input was not
 solved within MiniMalloc's time.
 
-Other inputs (e.g. captured model traces) are one call each:
-``bench("BERT-base trace", buffers)`` returns a ``Row`` (capacity None means
-minimise the peak); append it to the rows before ``markdown_table``.
+With ``--traces`` it also minimises the peak of realistic inputs: every
+activation buffer of one captured BERT-base (seq 128) and WideResNet-101-2
+(224x224) inference, sizes rounded up to 64 bytes as the planned arenas plan
+them.
 
-Usage: python benchmarks/planner.py [--data DIR] [--repeats 3] [--time-limit 60]
+Usage: python benchmarks/planner.py [--data DIR] [--repeats 3] [--time-limit 60] [--traces]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch_tier import planner
+from torch_tier import arenas, capture, planner, zoo
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "benchmarks" / "minimalloc"
@@ -83,6 +84,20 @@ def challenging_rows(data: Path, repeats: int, time_limit: float) -> list[Row]:
     return rows
 
 
+def trace_rows(repeats: int, time_limit: float) -> list[Row]:
+    """Minimise the arena of each captured model's activation buffers."""
+    rows = []
+    for name, size in (("bert-base", {"seq_len": 128}), ("wide_resnet101_2", {})):
+        work = zoo.build(name, **size)
+        graph = capture(work.model, work.inputs, repeats=1)
+        unit = arenas.ALIGNMENT
+        buffers = [planner.Buffer(i, b.alloc, b.free, -(-b.size // unit) * unit, unit)
+                   for i, b in enumerate(graph.buffers)]
+        rows.append(bench(f"{name} trace", buffers, repeats=repeats, time_limit=time_limit))
+        print(f"  {name}: {len(buffers)} buffers planned", file=sys.stderr, flush=True)
+    return rows
+
+
 def markdown_table(rows: list[Row]) -> list[str]:
     """The rows as a markdown table; greedy peaks shown against the capacity (or lower bound)."""
     lines = ["| input | buffers | capacity | solved | peak | lower bound | time (s) | "
@@ -118,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"directory of the benchmark CSV files (default {DEFAULT_DATA})")
     parser.add_argument("--repeats", type=int, default=3, help="runs per input (median reported)")
     parser.add_argument("--time-limit", type=float, default=60.0, metavar="S")
+    parser.add_argument("--traces", action="store_true", help="also plan captured BERT-base and WRN-101-2 traces")
     args = parser.parse_args(argv)
     rows = challenging_rows(args.data, args.repeats, args.time_limit)
     ok = within_reference(rows)
+    if args.traces:
+        rows += trace_rows(args.repeats, args.time_limit)
     lines = [f"Static planner, MiniMalloc's challenging inputs at capacity {CAPACITY:,} "
              f"({os.cpu_count()} cores, median of {args.repeats} runs, "
              f"{time.strftime('%Y-%m-%d')}).", "", *markdown_table(rows), "",

@@ -75,7 +75,7 @@ void* TieringAllocator::allocate_in(Tier tier, size_t n) {
     return allocate_in(kDram, n);
   }
   TORCH_CHECK_WITH(OutOfMemoryError, raw, "torch-tier: DRAM allocation of ", n, " bytes failed");
-  if (tier == kPm) backend->retain();
+  if (backend != &DramBackend::instance()) backend->retain();
 
   auto* header = static_cast<BlockHeader*>(raw);
   *header = BlockHeader{kMagic, backend, n, 0, tier};
@@ -103,7 +103,7 @@ void TieringAllocator::free_block(void* payload) {
     self.record(tier, header->id, payload, header->size, true);
   header->magic = 0;
   backend->deallocate(header);
-  if (tier == kPm) backend->release();
+  if (backend != &DramBackend::instance()) backend->release();
 }
 
 void TieringAllocator::fail_full(size_t n) const {
@@ -129,12 +129,48 @@ void TieringAllocator::enable(Backend* pm, bool error_on_full) {
   c10::SetCPUAllocator(this, /*priority=*/UINT8_MAX);
 }
 
+void TieringAllocator::enable(ArenaBackend* pm, bool error_on_full) {
+  enable(static_cast<Backend*>(pm), error_on_full);
+  pm_arena_ = pm;
+}
+
+std::optional<ArenaLayout> TieringAllocator::pm_layout() const {
+  if (!pm_arena_) return std::nullopt;
+  return pm_arena_->layout();
+}
+
 void TieringAllocator::disable() {
   if (!enabled()) return;
   c10::SetCPUAllocator(previous_, /*priority=*/UINT8_MAX);
   previous_ = nullptr;
-  // Live pm blocks keep their own references; this drops the session's.
+  planned_ = {};
+  pm_arena_ = nullptr;
+  // Live blocks keep their own references; this drops the session's.
+  if (Backend* dram = backends_[kDram].exchange(&DramBackend::instance(), std::memory_order_acq_rel);
+      dram != &DramBackend::instance())
+    dram->release();
   if (Backend* pm = backends_[kPm].exchange(nullptr, std::memory_order_acq_rel)) pm->release();
+}
+
+void TieringAllocator::plan(Tier tier, std::vector<size_t> sizes, std::vector<size_t> offsets,
+                            size_t arena_bytes) {
+  TORCH_CHECK(enabled(), "torch-tier: enable the allocator before planning its arenas");
+  TORCH_CHECK(!planned_[tier], "torch-tier: tier ", tier_name(tier), " already has a planned arena");
+  Backend* inner = backends_[tier].load(std::memory_order_acquire);
+  TORCH_CHECK(inner, "torch-tier: tier ", tier_name(tier), " has no backend to plan in");
+  auto* planned = new PlannedBackend(inner, std::move(sizes), std::move(offsets), arena_bytes);
+  planned_[tier] = planned;
+  backends_[tier].store(planned, std::memory_order_release);
+  if (inner != &DramBackend::instance()) inner->release();  // the planned arena holds it now
+}
+
+void TieringAllocator::begin_planned_pass() {
+  for (PlannedBackend* planned : planned_)
+    if (planned) planned->begin();
+}
+
+PlannedStats TieringAllocator::planned_stats(Tier tier) const {
+  return planned_[tier] ? planned_[tier]->stats() : PlannedStats{0, 0, 0};
 }
 
 std::string TieringAllocator::pm_description() const {

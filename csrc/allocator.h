@@ -9,7 +9,11 @@
 #include <mutex>
 #include <vector>
 
+#include <optional>
+
+#include "arena_backend.h"
 #include "backend.h"
+#include "planned_backend.h"
 
 namespace torch_tier {
 
@@ -51,10 +55,21 @@ class TieringAllocator final : public c10::Allocator {
   // Registers this allocator with PyTorch, serving "pm" from `pm` (this takes
   // over one reference). Not thread-safe, like SetCPUAllocator itself.
   void enable(Backend* pm, bool error_on_full);
+  void enable(ArenaBackend* pm, bool error_on_full);
   // Restores the allocator that was registered before enable().
   void disable();
   bool enabled() const { return previous_ != nullptr; }
   std::string pm_description() const;
+  // The pm tier's arena layout, if it is a simulated tier's arena.
+  std::optional<ArenaLayout> pm_layout() const;
+
+  // Serve `tier`'s allocations from a planned arena (see PlannedBackend)
+  // until disable(); its unplanned allocations go to the tier's backend.
+  void plan(Tier tier, std::vector<size_t> sizes, std::vector<size_t> offsets, size_t arena_bytes);
+  // A forward pass starts: every planned tier restarts its plan.
+  void begin_planned_pass();
+  // Planned-arena counters of `tier` (all zero when it has no plan).
+  PlannedStats planned_stats(Tier tier) const;
 
   TierStats stats(Tier tier) const;
   void reset_peaks();
@@ -78,6 +93,8 @@ class TieringAllocator final : public c10::Allocator {
   [[noreturn]] void fail_full(size_t n) const;
 
   std::array<std::atomic<Backend*>, kNumTiers> backends_{};
+  std::array<PlannedBackend*, kNumTiers> planned_{};  // the planned wrapper in backends_, if any
+  ArenaBackend* pm_arena_ = nullptr;                   // the sim arena under the pm tier, if any
   std::array<Counters, kNumTiers> counters_;
   c10::Allocator* previous_ = nullptr;
   bool error_on_full_ = false;

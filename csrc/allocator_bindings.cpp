@@ -60,6 +60,17 @@ void bind_allocator(py::module_& m) {
   m.def("disable", [] { TieringAllocator::instance().disable(); },
         "Restore the previous CPU allocator; live blocks still free to their tier.");
   m.def("enabled", [] { return TieringAllocator::instance().enabled(); });
+  m.def("pm_layout", []() -> py::object {
+    const std::optional<ArenaLayout> layout = TieringAllocator::instance().pm_layout();
+    if (!layout) return py::none();
+    py::dict d;
+    d["capacity"] = layout->capacity;
+    d["high_water"] = layout->high_water;
+    d["free_bytes"] = layout->free_bytes;
+    d["largest_free"] = layout->largest_free;
+    d["free_blocks"] = layout->free_blocks;
+    return d;
+  }, "The simulated pm tier's arena: capacity, high-water mark, free bytes and blocks (None if not sim).");
   m.def("pm_description", [] { return TieringAllocator::instance().pm_description(); });
 
   m.def("set_tier", [](int tier) { set_current_tier(to_tier(tier)); },
@@ -81,6 +92,21 @@ void bind_allocator(py::module_& m) {
   }, "Tier index of the tensor's storage, or -1 when torch-tier did not allocate it.");
 
   m.def("stats", [](int tier) { return stats_dict(to_tier(tier)); });
+
+  m.def("plan", [](int tier, std::vector<size_t> sizes, std::vector<size_t> offsets, size_t arena_bytes) {
+    TieringAllocator::instance().plan(to_tier(tier), std::move(sizes), std::move(offsets), arena_bytes);
+  }, py::arg("tier"), py::arg("sizes"), py::arg("offsets"), py::arg("arena_bytes"),
+     "Serve the tier's forward-pass allocations from a planned arena (sizes as the backend sees them).");
+  m.def("begin_planned_pass", [] { TieringAllocator::instance().begin_planned_pass(); });
+  m.def("planned_stats", [](int tier) {
+    const PlannedStats s = TieringAllocator::instance().planned_stats(to_tier(tier));
+    py::dict d;
+    d["planned"] = s.planned;
+    d["unplanned"] = s.unplanned;
+    d["arena_bytes"] = s.arena_bytes;
+    return d;
+  });
+  m.def("block_overhead", [] { return kAlignment; }, "Bytes the allocator adds before each block.");
   m.def("reset_peaks", [] { TieringAllocator::instance().reset_peaks(); });
 
   m.def("start_trace", [] { TieringAllocator::instance().start_trace(); });

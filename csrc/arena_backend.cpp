@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace torch_tier {
@@ -118,6 +119,7 @@ void* ArenaBackend::allocate(size_t bytes) noexcept {
   }
   tag->free = false;
   rover_ = reinterpret_cast<char*>(tag) + tag->size;
+  high_water_ = std::max(high_water_, static_cast<size_t>(rover_ - base_));
   return reinterpret_cast<char*>(tag) + kAlignment;
 }
 
@@ -142,7 +144,7 @@ void ArenaBackend::deallocate(void* ptr) noexcept {
 
 ArenaLayout ArenaBackend::layout() {
   std::lock_guard<std::mutex> lock(mutex_);
-  ArenaLayout out{capacity_, 0, 0, 0};
+  ArenaLayout out{capacity_, high_water_, 0, 0, 0};
   for (Tag* t = free_list_; t; t = t->next_free) {
     out.free_bytes += t->size;
     out.largest_free = std::max(out.largest_free, t->size);

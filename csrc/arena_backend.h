@@ -19,6 +19,7 @@ const char* fit_name(Fit fit);
 
 struct ArenaLayout {
   size_t capacity;
+  size_t high_water;  // the highest end of any block ever allocated: the memory really touched
   size_t free_bytes;
   size_t largest_free;
   size_t free_blocks;
@@ -49,6 +50,7 @@ class ArenaBackend final : public Backend {
   std::mutex mutex_;
   Tag* free_list_ = nullptr;
   const char* rover_;  // next fit resumes from here
+  size_t high_water_ = 0;
 };
 
 }  // namespace torch_tier

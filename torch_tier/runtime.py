@@ -18,13 +18,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch.utils._pytree import tree_leaves
 
-from . import _C, simulate, tiers
+from . import _C, arenas, simulate, tiers
 from .policy import Placement, Policy
+
+if TYPE_CHECKING:
+    from .graph import TierGraph
 
 SPIN_QUANTUM = 20e-6  # seconds of simulated delay gathered before one spin
 
@@ -156,6 +159,7 @@ class Session:
         pm: tiers.PmSpec,
         on_full: str,
         recorder: CallRecorder | None = None,
+        arena_plans: "dict[str, Any] | None" = None,
     ):
         self.policy = policy
         self.model = model
@@ -170,6 +174,9 @@ class Session:
         tiers.activate(pm, on_full)
         try:
             self._place_weights(placements)
+            if arena_plans:
+                arenas.install(arena_plans)
+                self._hooks.append(model.register_forward_pre_hook(lambda _m, _a: _C.begin_planned_pass()))
             if self._meter is not None:
                 self._hook_nodes(placements)
             else:
@@ -263,6 +270,19 @@ class Session:
         return f"<torch_tier.Session {state} model={self.policy.model_name!r} pm={self.pm}>"
 
 
+def _arena_plans(arena: str, graph: "TierGraph | None", policy: Policy) -> "dict[str, Any] | None":
+    if arena == "dynamic":
+        return None
+    if arena != "planned":
+        raise ValueError(f"arena: expected 'dynamic' or 'planned', got {arena!r}")
+    if graph is None:
+        raise ValueError("arena='planned' needs graph=torch_tier.capture(model, inputs)")
+    if graph.fingerprint != policy.fingerprint:
+        raise ValueError(f"graph of {graph.model_name!r} ({graph.fingerprint}) is not of the policy's model "
+                         f"({policy.fingerprint})")
+    return arenas.plan_arenas(graph, policy)
+
+
 def enable(
     policy: Policy | str | Path,
     model: torch.nn.Module,
@@ -270,6 +290,8 @@ def enable(
     on_full: str = "fallback",
     pm_capacity: int | str | None = None,
     fit: str = "first",
+    arena: str = "dynamic",
+    graph: "TierGraph | None" = None,
 ) -> Session:
     """Place `model`'s tensors as `policy` says until the returned session is closed.
 
@@ -280,15 +302,19 @@ def enable(
     pm_capacity: bytes (or '4GiB') the pm tier may hold; default the
         backend's own limit.
     fit: the sim arena's placement rule (first, best, worst, next).
+    arena: "dynamic" allocates each block as it comes; "planned" serves each
+        forward's activations from one arena per tier laid out ahead of time
+        from `graph` (torch_tier.capture of this model; see torch_tier.arenas).
     """
     global _active
     if not isinstance(policy, Policy):
         policy = Policy.load(policy)
     policy.check(model)
     spec = tiers.parse_pm(pm, pm_capacity, fit)
+    plans = _arena_plans(arena, graph, policy)
     with _active_lock:
         if _active is not None:
             raise RuntimeError(f"torch-tier is already enabled ({_active!r}); close() it before enabling again")
-        session = Session(policy, model, spec, on_full)
+        session = Session(policy, model, spec, on_full, arena_plans=plans)
         _active = session
     return session
