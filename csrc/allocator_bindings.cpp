@@ -4,6 +4,7 @@
 #include <torch/extension.h>
 
 #include <chrono>
+#include <unordered_map>
 
 #include "allocator.h"
 #include "arena_backend.h"
@@ -60,6 +61,34 @@ void bind_allocator(py::module_& m) {
   m.def("disable", [] { TieringAllocator::instance().disable(); },
         "Restore the previous CPU allocator; live blocks still free to their tier.");
   m.def("enabled", [] { return TieringAllocator::instance().enabled(); });
+  m.def("replay_arena", [](size_t capacity, const std::string& fit,
+                           const std::vector<std::tuple<bool, int64_t, size_t>>& events) {
+    ArenaBackend arena(capacity, parse_fit(fit));
+    std::unordered_map<int64_t, void*> live;
+    int64_t first_failure = -1;
+    {
+      py::gil_scoped_release no_gil;
+      for (size_t i = 0; i < events.size(); ++i) {
+        const auto& [is_free, id, size] = events[i];
+        if (is_free) {
+          if (auto it = live.find(id); it != live.end()) {  // else allocated before the trace began
+            arena.deallocate(it->second);
+            live.erase(it);
+          }
+        } else if (void* block = arena.allocate(size)) {
+          live[id] = block;
+        } else if (first_failure < 0) {
+          first_failure = static_cast<int64_t>(i);
+        }
+      }
+    }
+    py::dict d;
+    d["high_water"] = arena.layout().high_water;
+    d["first_failure"] = first_failure;
+    return d;
+  }, py::arg("capacity"), py::arg("fit"), py::arg("events"),
+     "Replay (is_free, id, size) events in a fresh simulated-tier arena with the given fit rule: its "
+     "high-water mark and the index of the first allocation that failed (-1 if none).");
   m.def("pm_layout", []() -> py::object {
     const std::optional<ArenaLayout> layout = TieringAllocator::instance().pm_layout();
     if (!layout) return py::none();
