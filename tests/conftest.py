@@ -39,6 +39,15 @@ def small_bert() -> tuple[torch.nn.Module, torch.Tensor]:
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for timing tests: on a shared 2-core machine, steadier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def cnn():
     return small_cnn()
 

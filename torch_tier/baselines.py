@@ -1,0 +1,301 @@
+"""Baseline placements under a DRAM budget, to compare learned policies against.
+
+Each baseline takes a captured TierGraph and a DRAM budget (bytes, a byte
+string such as '512MiB', a fraction such as 0.25, or a share of the all-DRAM
+footprint such as '25%') and returns a Policy over the graph's nodes whose
+DRAM footprint (``graph.footprint``) is within the budget:
+
+- ``all_dram`` / ``all_pm``: everything in one tier (all-DRAM only when it fits);
+- ``first_touch``: what the OS does by default: tensors take DRAM in the order
+  they are first touched (weights as the model is loaded, then activations in
+  trace order) while it has room, and PM after;
+- ``interleave``: the OS's "PM + DRAM" interleave mode: each tensor on either
+  tier by a seeded coin flip, falling back to PM when DRAM is full;
+- ``memory_mode``: Optane memory mode (2LM), DRAM as a hardware cache in front
+  of PM. It is not a placement: the policy is all-PM, and the latency is a
+  model (``memory_mode_latency``), never a measurement;
+- ``greedy``: hot/cold: the slow-tier cost each tensor saves per byte of DRAM,
+  highest first, while it fits;
+- ``optimal``: the exact best placement under the cost model, as a MILP
+  (HiGHS through scipy.optimize.milp).
+
+A placement decision is an *item*: one node's weights or one node's
+activations (everything its own code allocates). The cost model is linear in
+the items placed in PM (see torch_tier.simulate), so each item has one cost,
+the extra seconds per forward of putting it alone in PM (``item_costs``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from typing import Callable, Iterable, Literal
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from .graph import TierGraph
+from .policy import Placement, Policy
+from .simulate import node_extras, predict
+from .tiers import parse_bytes
+
+Budget = int | float | str
+Item = tuple[int, Literal["weight", "activation"]]  # (node index, which of its tensors)
+DEFAULT_DEVICE = "optane-100"
+MILP_TIME_LIMIT = 60.0  # seconds
+# Relative gap on the slow-tier extra at which HiGHS stops: proving the last
+# 1e-6 takes HiGHS minutes on ResNet-50's near-tied items, and 1e-5 of the
+# extra is tens of nanoseconds per forward.
+MILP_GAP = 1e-5
+
+
+class BudgetError(ValueError):
+    """A DRAM budget that cannot be read, or that no placement fits."""
+
+
+def parse_budget(budget: Budget) -> int | float:
+    """Read a DRAM budget: bytes (an int, or a string such as '512MiB') as an int,
+    or a share of the all-DRAM footprint (a float such as 0.25, or '25%') as a float.
+
+    Raises BudgetError naming the value if it cannot be read. Whether it is
+    large enough is for ``dram_budget`` to say, which knows the graph.
+    """
+    try:
+        if isinstance(budget, int) and not isinstance(budget, bool):
+            return budget
+        if isinstance(budget, str) and budget.strip().endswith("%"):
+            share = float(budget.strip()[:-1]) / 100
+        elif isinstance(budget, float):
+            share = budget
+        else:
+            return parse_bytes(budget, "DRAM budget")
+        if not math.isfinite(share):
+            raise ValueError
+        return share
+    except ValueError:
+        raise BudgetError(f"DRAM budget {budget!r}: expected bytes (e.g. 67108864, '64MiB'), a fraction "
+                          f"(0.25) or a percentage of the all-DRAM footprint ('25%')") from None
+
+
+def dram_budget(graph: TierGraph, budget: Budget) -> int:
+    """`budget` in bytes for `graph`, checked against the least DRAM any placement needs."""
+    limit = parse_budget(budget)
+    if isinstance(limit, float):
+        limit = int(limit * graph.footprint(graph.policy())["dram"])
+    least = graph.footprint(_policy(graph, set(items(graph))))["dram"]
+    if limit < least:
+        raise BudgetError(f"DRAM budget {budget!r} ({limit} bytes) is below the {least} bytes "
+                          f"that every placement of {graph.model_name} needs in DRAM")
+    return limit
+
+
+def items(graph: TierGraph) -> list[Item]:
+    """Every placement decision of `graph`: all nodes' weights, then all nodes' activations."""
+    n = len(graph.nodes)
+    return [(i, "weight") for i in range(n)] + [(i, "activation") for i in range(n)]
+
+
+def _exists(graph: TierGraph, item: Item) -> bool:
+    node = graph.nodes[item[0]]
+    return (node.weight_bytes if item[1] == "weight" else node.alloc_bytes) > 0
+
+
+def _policy(graph: TierGraph, pm: set[Item], **metadata: object) -> Policy:
+    """The policy putting the items in `pm` on the slow tier; items of no bytes stay in DRAM."""
+    def tier(item: Item) -> str:
+        return "pm" if item in pm and _exists(graph, item) else "dram"
+
+    places = [Placement(tier((i, "weight")), tier((i, "activation"))) for i in range(len(graph.nodes))]
+    return graph.policy(places, **metadata)
+
+
+def _metadata(found_by: str, limit: int, device: str, **extra: object) -> dict[str, object]:
+    return {"found_by": found_by, "dram_budget": limit, "device": device, **extra}
+
+
+def item_costs(graph: TierGraph, device: str = DEFAULT_DEVICE) -> dict[Item, float]:
+    """Extra seconds per forward that each item costs on `device` when it alone is in PM.
+
+    The cost model is a sum of per-stream extras, so a placement's predicted
+    time is ``graph.base_time`` plus the costs of its PM items (up to rounding
+    of bytes per call). Computed with simulate.node_extras itself, so the
+    formula lives in one place.
+    """
+    return {item: sum(node_extras(graph, _policy(graph, {item}), device)) for item in items(graph)}
+
+
+def _fill(graph: TierGraph, order: Iterable[Item], limit: int) -> set[Item]:
+    """Start with everything in PM and move the items of `order` to DRAM, in turn, each if it still fits."""
+    pm = set(items(graph))
+    for item in order:
+        pm.discard(item)
+        if graph.footprint(_policy(graph, pm))["dram"] > limit:
+            pm.add(item)
+    return pm
+
+
+def _touch_order(graph: TierGraph) -> list[Item]:
+    """Items in the order the OS first touches their memory: weights as the model is
+    loaded (node order), then activations by their node's first allocation in the trace."""
+    first_alloc: dict[int, int] = {}
+    for buffer in graph.buffers:
+        first_alloc.setdefault(buffer.node, buffer.alloc)
+    nodes = sorted(range(len(graph.nodes)), key=lambda i: first_alloc.get(i, graph.events))
+    return [(i, "weight") for i in range(len(graph.nodes))] + [(i, "activation") for i in nodes]
+
+
+def all_dram(graph: TierGraph, budget: Budget | None = None, device: str = DEFAULT_DEVICE) -> Policy:
+    """Everything in DRAM: the reference every slowdown is measured against.
+
+    With a budget it must fit (BudgetError otherwise); without one it is unconstrained.
+    """
+    policy = _policy(graph, set())
+    need = graph.footprint(policy)["dram"]
+    limit = need if budget is None else dram_budget(graph, budget)
+    if need > limit:
+        raise BudgetError(f"all-DRAM needs {need} bytes of DRAM, over the budget {budget!r} ({limit} bytes)")
+    policy.metadata = _metadata("all-dram", limit, device)
+    return policy
+
+
+def all_pm(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:
+    """Everything in PM."""
+    limit = dram_budget(graph, budget)
+    return _policy(graph, set(items(graph)), **_metadata("all-pm", limit, device))
+
+
+def first_touch(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:
+    """The OS default: DRAM in first-touch order while it has room, then PM."""
+    limit = dram_budget(graph, budget)
+    return _policy(graph, _fill(graph, _touch_order(graph), limit), **_metadata("first-touch", limit, device))
+
+
+def interleave(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE, seed: int = 0) -> Policy:
+    """OS interleave ("PM + DRAM"): each tensor to DRAM or PM by a coin flip (seeded);
+    a tensor drawn for DRAM falls back to PM when DRAM is full at its first touch."""
+    limit = dram_budget(graph, budget)
+    rng = random.Random(seed)
+    drawn = [item for item in _touch_order(graph) if rng.random() < 0.5]
+    return _policy(graph, _fill(graph, drawn, limit), **_metadata("interleave", limit, device, seed=seed))
+
+
+def memory_mode(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:
+    """Optane memory mode (2LM): every tensor in PM behind a DRAM cache of the budget's size.
+
+    A hardware cache is no placement, so this is the all-PM policy labelled as
+    memory mode; its latency comes from ``memory_mode_latency`` (a model).
+    """
+    limit = dram_budget(graph, budget)
+    metadata = _metadata("memory-mode (model)", limit, device, hit_ratio=memory_mode_hit_ratio(graph, limit))
+    return _policy(graph, set(items(graph)), **metadata)
+
+
+def memory_mode_hit_ratio(graph: TierGraph, limit: int) -> float:
+    """The modelled DRAM-cache hit ratio: the share of the working set (the all-DRAM
+    footprint: every byte one forward holds) that a cache of `limit` bytes holds."""
+    working_set = graph.footprint(graph.policy())["dram"]
+    return min(1.0, limit / working_set) if working_set else 1.0
+
+
+def memory_mode_latency(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> float:
+    """Modelled seconds per forward in memory mode: the all-DRAM time plus the
+    all-PM extra of the cost model for the missed share of the traffic.
+
+    Idealised and optimistic: misses are spread evenly over all traffic, and
+    neither conflict misses of the direct-mapped cache nor its fill and
+    write-back traffic are charged.
+    """
+    limit = dram_budget(graph, budget)
+    miss = 1.0 - memory_mode_hit_ratio(graph, limit)
+    return graph.base_time + miss * (predict(graph, all_pm(graph, limit, device), device) - graph.base_time)
+
+
+def greedy(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:
+    """Hot/cold: items by slow-tier cost saved per byte of DRAM, hottest first, each into DRAM if it fits.
+
+    An item's bytes are what it alone occupies in PM (weights, or the peak of
+    its node's live activations).
+    """
+    limit = dram_budget(graph, budget)
+    costs = item_costs(graph, device)
+
+    def heat(item: Item) -> float:
+        size = graph.footprint(_policy(graph, {item}))["pm"]
+        return costs[item] / size if size else float("inf")
+
+    order = sorted(items(graph), key=heat, reverse=True)
+    return _policy(graph, _fill(graph, order, limit), **_metadata("greedy", limit, device))
+
+
+def _live_sets(graph: TierGraph) -> list[dict[int, int]]:
+    """Activation bytes live per node at each peak of the trace, deduplicated.
+
+    The DRAM footprint peaks right after an allocation, and within a run of
+    allocations with no free between them the live set only grows, so the
+    end of each run is the one moment to constrain. Events are ordered as
+    graph.footprint orders them (at one event index, frees first).
+    """
+    changes = sorted([(b.alloc, b.size, b.node) for b in graph.buffers] +
+                     [(b.free, -b.size, b.node) for b in graph.buffers])
+    live: dict[int, int] = defaultdict(int)
+    sets: dict[tuple[tuple[int, int], ...], None] = {}
+    grew = False
+    for _, delta, node in changes + [(graph.events, -1, -1)]:  # a sentinel free closes the last run
+        if delta < 0 and grew:
+            sets[tuple(sorted((n, b) for n, b in live.items() if b))] = None
+        if delta:
+            grew = delta > 0
+        live[node] += delta
+    return [dict(key) for key in sets] or [{}]
+
+
+def optimal(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE,
+            time_limit: float = MILP_TIME_LIMIT) -> Policy:
+    """The placement of least predicted latency on `device` within the budget, as a MILP.
+
+    Binary x_k = 1 puts item k in PM. Minimise sum_k cost_k x_k (the cost
+    model's extras, linear) subject to, at every peak of the live activation
+    set (``_live_sets``): DRAM weights + DRAM-resident live activations <=
+    budget. Solved by HiGHS to a relative gap of MILP_GAP on the extra;
+    metadata records whether that was proven within `time_limit`, and the gap.
+    """
+    limit = dram_budget(graph, budget)
+    decisions = items(graph)
+    n = len(graph.nodes)
+    costs = np.array(list(item_costs(graph, device).values()))  # in the order of items(graph)
+    live = _live_sets(graph)
+    rows = np.zeros((len(live), 2 * n))  # bytes each item holds in DRAM at each peak, if it is there
+    rows[:, :n] = [node.weight_bytes for node in graph.nodes]
+    for r, held in enumerate(live):
+        for node, nbytes in held.items():
+            rows[r, n + node] = nbytes
+    scale = max(rows.sum(axis=1).max(), 1.0)  # bytes -> shares of the largest total, for the solver's tolerances
+    objective = costs / costs.max() if costs.max() > 0 else costs
+    excess = 0  # bytes the rounded solution went over: tighten by that much and solve again
+    for _ in range(3):
+        need = (rows.sum(axis=1) - (limit - excess)) / scale  # bytes that must go to PM at each peak
+        result = milp(objective, integrality=np.ones(2 * n), bounds=Bounds(0, 1),
+                      constraints=LinearConstraint(rows / scale, need, np.inf),
+                      options={"time_limit": time_limit, "mip_rel_gap": MILP_GAP})
+        if result.x is None:
+            raise RuntimeError(f"optimal: HiGHS found no placement within {limit} bytes: {result.message}")
+        pm = {item for item, x in zip(decisions, result.x) if x > 0.5}
+        policy = _policy(graph, pm, **_metadata("optimal", limit, device, proven_optimal=result.status == 0,
+                                                mip_gap=result.mip_gap, solver="HiGHS (scipy.optimize.milp)"))
+        over = graph.footprint(policy)["dram"] - limit
+        if over <= 0:
+            return policy
+        excess += over
+    raise RuntimeError(f"optimal: the solver's placements stay {over} bytes over the budget of {limit} bytes")
+
+
+BASELINES: dict[str, Callable[..., Policy]] = {
+    "all-pm": all_pm,
+    "first-touch": first_touch,
+    "interleave": interleave,
+    "memory-mode": memory_mode,
+    "greedy": greedy,
+    "optimal": optimal,
+}
+"""Every budgeted baseline by name, each called as f(graph, budget, device)."""

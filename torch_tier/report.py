@@ -1,0 +1,241 @@
+"""The CLI's tables: `torch-tier profile` (a model's placement graph) and
+`torch-tier baselines` (the baseline placements under a DRAM budget, each
+predicted by the cost model and measured on the simulated tier).
+
+``compare`` and ``baselines_table`` are also what benchmarks/baselines.py
+prints, so the CLI and the benchmark show the same numbers the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from . import baselines, devices, zoo
+from .graph import TierGraph, capture
+from .measure import Measurement, measure
+from .policy import Policy
+from .simulate import predict
+
+Progress = Callable[[str], None]
+MEMORY_MODE = "memory-mode"
+
+
+@dataclass
+class Row:
+    """One baseline under one budget: predicted and measured seconds, peak bytes per tier."""
+
+    name: str
+    policy: Policy
+    predicted: float
+    measured: Measurement | None  # None: a model, not a placement (memory mode)
+    dram: int  # peak bytes; for memory mode the DRAM cache
+    pm: int
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def placements(graph: TierGraph, budget: baselines.Budget, device: str) -> dict[str, Policy]:
+    """All-DRAM (the unconstrained reference), then every baseline of torch_tier.baselines under `budget`."""
+    found = {"all-dram": baselines.all_dram(graph, device=device)}
+    return found | {name: make(graph, budget, device) for name, make in baselines.BASELINES.items()}
+
+
+def compare(workload: zoo.Workload, graph: TierGraph, budget: baselines.Budget, device: str = "optane-100",
+            repeats: int = 10, rounds: int = 2, progress: Progress = _stderr) -> list[Row]:
+    """Every placement of ``placements``: predicted, and measured on the simulated `device` tier.
+
+    The `repeats` timed runs of each placement are taken in `rounds` rounds
+    that visit every placement in turn, so that a shared machine's load
+    changing over time falls on all of them alike. Memory mode is a model,
+    so it is predicted only (see baselines.memory_mode_latency).
+    """
+    policies = placements(graph, budget, device)
+    predicted = {name: predict(graph, policy, device) for name, policy in policies.items()}
+    predicted[MEMORY_MODE] = baselines.memory_mode_latency(graph, budget, device)
+    samples: dict[str, list[float]] = {name: [] for name in policies if name != MEMORY_MODE}
+    rounds = max(1, min(rounds, repeats))
+    for r in range(rounds):
+        for name in samples:
+            runs = len(range(r, repeats, rounds))  # this round's share of the repeats
+            result = measure(workload.model, workload.inputs, policies[name], pm=f"sim:{device}", repeats=runs,
+                             warmup=1)
+            samples[name] += result.samples
+            progress(f"  round {r + 1}/{rounds}  {name:12} predicted {predicted[name] * 1e3:9.2f} ms, "
+                     f"measured {result}")
+    rows = []
+    for name, policy in policies.items():
+        footprint = graph.footprint(policy)
+        if name == MEMORY_MODE:
+            cache = min(policy.metadata["dram_budget"], graph.footprint(graph.policy())["dram"])
+            rows.append(Row(name, policy, predicted[name], None, cache, footprint["pm"]))
+        else:
+            rows.append(Row(name, policy, predicted[name], Measurement(tuple(samples[name])), footprint["dram"],
+                            footprint["pm"]))
+    return rows
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table, numbers right-aligned."""
+    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f}"
+
+
+def baselines_table(rows: list[Row]) -> str:
+    """The comparison as a markdown table, slowdowns relative to the all-DRAM row, and a
+    note on memory mode's row (a model of a hardware cache, not a measured placement)."""
+    reference = rows[0]
+    cells = []
+    for row in rows:
+        model = row.measured is None
+        cells.append([
+            f"{row.name} (model)" if model else row.name,
+            f"{row.predicted * 1e3:.2f}",
+            "(model)" if model else f"{row.measured.median * 1e3:.2f} ±{row.measured.spread:.1%}",
+            _mib(row.dram) + (" cache" if model else ""),
+            _mib(row.pm),
+            f"{row.predicted / reference.predicted:.3f}",
+            "(model)" if model else f"{row.measured.median / reference.measured.median:.3f}",
+        ])
+    table = markdown_table(["baseline", "predicted ms", "measured ms", "DRAM peak MiB", "PM peak MiB",
+                            "slowdown predicted", "slowdown measured"], cells)
+    notes = [f"{MEMORY_MODE} (model): every tensor in PM behind a DRAM cache of the budget's size; latency "
+             f"from the cost model at a hit ratio of {row.policy.metadata['hit_ratio']:.2f} (the share of the "
+             f"working set the cache holds), not measured." for row in rows if row.measured is None]
+    return "\n\n".join([table, *notes])
+
+
+def _size(text: str) -> tuple[str, Any]:
+    """A `--size key=value` argument: the value as an int, a float, or else the string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value (e.g. image_size=64), got {text!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _budget(text: str) -> str:
+    try:
+        baselines.parse_budget(text)
+    except baselines.BudgetError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help=f"a zoo model ({', '.join(zoo.names())}) or a dotted path to a function "
+                             "returning (model, example_inputs)")
+    parser.add_argument("--size", type=_size, nargs="+", action="extend", default=[], metavar="K=V",
+                        help="keyword arguments of the model function, e.g. --size image_size=64 width=0.5")
+    parser.add_argument("--capture-repeats", type=int, default=5, metavar="N",
+                        help="timed forwards when capturing the graph (default 5)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="intra-op threads (default PyTorch's); 1 is steadiest on a shared machine")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `torch-tier profile` and `torch-tier baselines`; each sets `func` to its handler."""
+    profile = subparsers.add_parser("profile", help="capture a model's placement graph and show what each node costs",
+                                    description=run_profile.__doc__)
+    _add_model_arguments(profile)
+    profile.add_argument("--device", default=baselines.DEFAULT_DEVICE, choices=devices.names(),
+                         help=f"slow-tier profile for the costs (default {baselines.DEFAULT_DEVICE})")
+    profile.add_argument("--out", metavar="GRAPH.json", help="save the graph here")
+    profile.set_defaults(func=run_profile)
+
+    compare_parser = subparsers.add_parser(
+        "baselines", help="compare the baseline placements under a DRAM budget, predicted and measured",
+        description=run_baselines.__doc__)
+    _add_model_arguments(compare_parser)
+    compare_parser.add_argument("--budget", type=_budget, default="25%",
+                                help="DRAM budget: bytes ('64MiB') or a share of the all-DRAM footprint "
+                                     "('25%%', the default)")
+    compare_parser.add_argument("--device", default=baselines.DEFAULT_DEVICE, choices=devices.names(),
+                                help=f"slow-tier profile to simulate (default {baselines.DEFAULT_DEVICE})")
+    compare_parser.add_argument("--repeats", type=int, default=10, metavar="N",
+                                help="timed forwards per measured baseline (default 10)")
+    compare_parser.add_argument("--rounds", type=int, default=2, metavar="N",
+                                help="rounds the repeats are spread over, each visiting every baseline "
+                                     "(default 2)")
+    compare_parser.set_defaults(func=run_baselines)
+
+
+def _fail(command: str, err: Exception) -> int:
+    """Report a user error of `torch-tier COMMAND`; the exit code is 2."""
+    print(f"torch-tier {command}: {err}", file=sys.stderr)
+    return 2
+
+
+def _workload(args: argparse.Namespace) -> zoo.Workload:
+    """MODEL built at --size (ValueError or TypeError if it cannot be), with --threads applied."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return zoo.resolve(args.model, **dict(args.size))
+
+
+def _capture(workload: zoo.Workload, args: argparse.Namespace) -> TierGraph:
+    _stderr(f"capturing {workload.name} ({workload.description}) ...")
+    return capture(workload.model, workload.inputs, name=workload.name, repeats=args.capture_repeats)
+
+
+def _costliest(graph: TierGraph, device: str, count: int = 10) -> str:
+    """The `count` items that cost most in PM, and the all-DRAM and all-PM predictions."""
+    costs = baselines.item_costs(graph, device)
+    all_pm = predict(graph, baselines.all_pm(graph, 0, device), device)
+    lines = [f"on {device} (cost model): all-DRAM {graph.base_time * 1e3:.2f} ms, all-PM {all_pm * 1e3:.2f} ms; "
+             f"the {count} tensors costing most in PM:"]
+    for (node, what), cost in sorted(costs.items(), key=lambda kv: -kv[1])[:count]:
+        lines.append(f"  +{cost * 1e3:8.3f} ms  {graph.nodes[node].path or '<root>'} {what}s")
+    return "\n".join(lines)
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    """Capture MODEL's placement graph, print its nodes and what the slow tier would cost them."""
+    try:
+        workload = _workload(args)
+    except (ValueError, TypeError) as err:
+        return _fail("profile", err)
+    graph = _capture(workload, args)
+    print(graph.summary())
+    print(f"\nall-DRAM footprint {_mib(graph.footprint(graph.policy())['dram'])} MiB")
+    print(_costliest(graph, args.device))
+    if args.out:
+        graph.save(args.out)
+        print(f"graph saved to {args.out}")
+    return 0
+
+
+def run_baselines(args: argparse.Namespace) -> int:
+    """Place MODEL with every baseline under a DRAM budget and print each one's predicted
+    latency, measured latency on the simulated slow tier, peak bytes per tier and slowdown."""
+    try:
+        workload = _workload(args)
+    except (ValueError, TypeError) as err:
+        return _fail("baselines", err)
+    graph = _capture(workload, args)
+    try:
+        limit = baselines.dram_budget(graph, args.budget)
+    except baselines.BudgetError as err:
+        return _fail("baselines", err)
+    full = graph.footprint(graph.policy())["dram"]
+    _stderr(f"DRAM budget {args.budget}: {_mib(limit)} of {_mib(full)} MiB; measuring each baseline "
+            f"({args.repeats} runs on sim:{args.device}) ...")
+    rows = compare(workload, graph, args.budget, args.device, args.repeats, args.rounds)
+    print(f"{workload.name} on {args.device}, DRAM budget {args.budget} ({_mib(limit)} of {_mib(full)} MiB)\n")
+    print(baselines_table(rows))
+    return 0
