@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from . import calibrate, planner, report, trace
-from .train import cli as train_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="torch-tier", description="Place PyTorch weights and activations across DRAM and a slower memory tier."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (calibrate, planner, report, trace, train_cli):
+    for module in (calibrate, planner, report, trace):
         module.add_parser(commands)
     args = parser.parse_args(argv)
     return args.func(args) or 0
