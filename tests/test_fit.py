@@ -288,7 +288,7 @@ def test_linear_q_learns_bf_good() -> None:
 
 def test_ppo_learns_valid_addresses() -> None:
     options = {"generator": "random", "page_size": 10}
-    policy = ppo.train(lambda: FitEnv(actions="low", **options), ppo.PPOConfig(steps=16_384), seed=0)
+    policy = ppo.train(lambda: FitEnv(actions="low", **options), ppo.PPOConfig(steps=8192), seed=0)
     trained = evaluate(policy, options, 50, 100).mean()
     untrained = evaluate(UniformRandom("low", 10), options, 50, 100).mean()
     assert trained > untrained + 5

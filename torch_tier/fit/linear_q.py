@@ -48,7 +48,7 @@ def features(obs: np.ndarray, info: dict) -> np.ndarray:
     blocks = np.array(list(info["blocks"].values()), dtype=float).reshape(-1, 2)
     holes = _summary(hole_starts, hole_sizes, page_size)
     live = _summary(blocks[:, 0], blocks[:, 1], page_size)
-    hand = [holes[0], holes[1], holes[2], holes[3], live[0], live[1], blocks[:, 1].sum(), live[2], live[3]]
+    hand = [*holes, *live[:2], blocks[:, 1].sum(), *live[2:]]  # the paper's order
     return np.concatenate([np.array(hand) / page_size, obs[page_size:] / page_size, [1.0]]).astype(np.float32)
 
 

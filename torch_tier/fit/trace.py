@@ -75,8 +75,8 @@ def save_trace(path: Path, events: list[TraceEvent]) -> None:
             writer = csv.DictWriter(f, FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-        elif path.suffix == ".json":
-            json.dump({"version": 1, "events": rows}, f, indent=0)
+        elif path.suffix == ".json":  # one event a line
+            f.write('{"version": 1, "events": [\n' + ",\n".join(json.dumps(row) for row in rows) + "\n]}\n")
         else:
             raise ValueError(f"trace file must end in .json or .csv: {path}")
 
