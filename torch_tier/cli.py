@@ -7,6 +7,7 @@ import sys
 
 from . import calibrate, planner, report, trace
 from .fit import cli as fit_cli
+from .train import cli as train_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="torch-tier", description="Place PyTorch weights and activations across DRAM and a slower memory tier."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (calibrate, planner, report, trace, fit_cli):
+    for module in (calibrate, planner, report, trace, fit_cli, train_cli):
         module.add_parser(commands)
     args = parser.parse_args(argv)
     return args.func(args) or 0

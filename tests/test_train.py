@@ -1,0 +1,251 @@
+"""The trainer: budget handling, chromosome operators, training, resume, and the worker protocol."""
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+import zmq
+
+from torch_tier import baselines, capture, zoo
+from torch_tier.train import train
+from torch_tier.train.budget import Budget
+from torch_tier.train.chromosome import MAX_TEMPERATURE, MIN_TEMPERATURE, Chromosome
+from torch_tier.train.space import PlacementSpace
+from torch_tier.train.workers import PROTOCOL, Job, Worker, WorkerPool, decode, encode
+
+from conftest import small_cnn
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A ResNet-50-shaped CNN small enough to train on in seconds, and its graph."""
+    workload = zoo.build("resnet50", width=0.25, depth=0.34, image_size=32)
+    return workload.model, workload.inputs, capture(workload.model, workload.inputs, name="tiny-resnet", repeats=2)
+
+
+def test_budget_is_exact_and_repair_fits_and_fills(tiny):
+    _, _, graph = tiny
+    space = PlacementSpace(graph)
+    budget = Budget(space, baselines.dram_budget(graph, "25%"))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        placement = space.clean(rng.integers(0, 2, (space.nodes, 2)))
+        assert budget.dram_bytes(placement) == graph.footprint(space.policy(placement))["dram"]
+        repaired = budget.repair(placement, rng.random((space.nodes, 2)))
+        assert graph.footprint(space.policy(repaired))["dram"] <= budget.limit
+        assert not budget._fit_alone(repaired).any()  # filled: no PM item could still join DRAM
+
+
+def test_repair_evicts_what_the_candidate_wants_least(tiny):
+    _, _, graph = tiny
+    space = PlacementSpace(graph)
+    budget = Budget(space, baselines.dram_budget(graph, "25%"))
+    preference = np.random.default_rng(1).random((space.nodes, 2))
+    repaired = budget.repair(space.all_in(0), preference)
+    kept, evicted = preference[(repaired == 0) & space.mask], preference[(repaired == 1) & space.mask]
+    assert evicted.size and kept.size
+    assert np.median(kept) > np.median(evicted)
+
+
+def test_crossover_mixes_both_parents_node_by_node():
+    rng = np.random.default_rng(0)
+    a = Chromosome(np.full((40, 2, 2), 1.0), np.full((40, 2), 0.5))
+    b = Chromosome(np.full((40, 2, 2), -1.0), np.full((40, 2), 2.0))
+    child = a.crossover(b, rng)
+    from_a = (child.prior == 1.0).all(axis=(1, 2))
+    from_b = (child.prior == -1.0).all(axis=(1, 2))
+    assert (from_a | from_b).all()  # every node's genes come whole from one parent
+    assert 5 < from_a.sum() < 35  # and both parents give many of them
+    assert (child.temperature[from_a] == 0.5).all() and (child.temperature[from_b] == 2.0).all()
+
+
+def test_mutation_scales_priors_and_keeps_temperatures_in_range():
+    rng = np.random.default_rng(0)
+    parent = Chromosome(np.ones((500, 2, 2)), np.full((500, 2), MIN_TEMPERATURE))
+    child = parent.mutate(rng)
+    changed = child.prior != 1.0
+    assert 0.05 < changed.mean() < 0.15
+    assert abs(child.prior[changed].mean() - 1.0) < 0.05
+    assert ((child.temperature >= MIN_TEMPERATURE) & (child.temperature <= MAX_TEMPERATURE)).all()
+    hot = Chromosome(np.ones((500, 2, 2)), np.full((500, 2), MAX_TEMPERATURE * 2)).mutate(rng)
+    assert hot.temperature.max() <= MAX_TEMPERATURE
+
+
+def test_seeded_chromosome_samples_its_placement():
+    placement = np.random.default_rng(0).integers(0, 2, (30, 2)).astype(np.int8)
+    sampled, _ = Chromosome.of_placement(placement).sample(np.random.default_rng(1))
+    assert (sampled == placement).all()
+
+
+def test_training_improves_on_the_initial_population_within_budget(tiny):
+    model, inputs, graph = tiny
+    result = train(model, inputs, dram_budget="25%", evaluations=400, population=20, seed=0,
+                   seed_baselines=False, progress=False, graph=graph)
+    limit = baselines.dram_budget(graph, "25%")
+    assert graph.footprint(result.policy)["dram"] <= limit
+    assert result.history[-1].best < result.history[0].best
+    assert result.history[-1].median < result.history[0].median
+    optimal = baselines.optimal(graph, limit)
+    from torch_tier import predict
+    gap = (result.latency - predict(graph, optimal)) / (predict(graph, baselines.all_pm(graph, limit)) - predict(graph, optimal))
+    assert gap < 0.2  # most of the way from all-PM to the optimum
+    meta = result.policy.metadata
+    assert meta["fitness"] == "model" and meta["dram_bytes"] <= meta["dram_budget"] == limit
+    assert result.history[-1].evaluations == meta["evaluations"] == 400
+
+
+def test_resume_after_ctrl_c_ends_as_an_uninterrupted_run(tiny, tmp_path):
+    model, inputs, graph = tiny
+    options = dict(dram_budget="25%", evaluations=200, population=10, seed=3, graph=graph)
+    straight = train(model, inputs, progress=False, **options)
+
+    def interrupt(generation):
+        if generation.index == 6:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "run.ckpt"
+    stopped = train(model, inputs, progress=interrupt, checkpoint=checkpoint, **options)
+    assert stopped.interrupted and len(stopped.history) == 7
+    resumed = train(model, inputs, progress=False, checkpoint=checkpoint, resume=True, **options)
+    assert not resumed.interrupted
+    assert resumed.policy.nodes == straight.policy.nodes
+    assert [g.best for g in resumed.history] == [g.best for g in straight.history]
+    assert [g.median for g in resumed.history] == [g.median for g in straight.history]
+
+
+def test_plot_is_written(tiny, tmp_path):
+    model, inputs, graph = tiny
+    result = train(model, inputs, evaluations=40, population=10, progress=False, graph=graph)
+    result.save_plot(tmp_path / "curve.png", {"greedy": result.latency})
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- workers ------------------------------------------------------------------
+
+
+def _job(model, inputs) -> Job:
+    graph_nodes = [name for name, _ in model.named_modules()]
+    return Job.of(model, inputs, "small-cnn", graph_nodes, "sim:optane-100", warmup=0)
+
+
+def test_protocol_decode_rejects_malformed_messages():
+    for frames, reason in [([b"{not json"], "not JSON"), ([b"[1, 2]"], "not an object"),
+                           ([b'{"protocol": 99, "type": "hello"}'], "protocol version 99"),
+                           (encode("dance"), "unknown message type"),
+                           (encode("result", id=1, fingerprint="x"), "'samples' missing"),
+                           (encode("hello", pid=1, host="h", payload=None) + [b"extra"], "unexpected payload")]:
+        with pytest.raises(ValueError, match=reason):
+            decode(frames)
+    header, payload = decode(encode("hello", pid=3, host="h"))
+    assert header["type"] == "hello" and header["protocol"] == PROTOCOL and payload is None
+
+
+def test_pool_rejects_mismatched_worker_with_a_logged_reason(caplog):
+    model, inputs = small_cnn()
+    with WorkerPool(_job(model, (inputs,))) as pool:
+        peer = pool.context.socket(zmq.DEALER)
+        peer.setsockopt(zmq.LINGER, 0)
+        peer.connect(pool.address)
+        with caplog.at_level(logging.WARNING, logger="torch_tier.train.workers"):
+            peer.send_multipart([b'{"protocol": 2, "type": "hello", "pid": 1, "host": "h"}'])
+            pool.poll(0.5)
+            assert "protocol version 2" in caplog.text and not pool.workers
+            peer.send_multipart(encode("hello", pid=1, host="elsewhere"))
+            pool.poll(0.5)
+            header, payload = decode(peer.recv_multipart())
+            assert header["type"] == "job" and payload
+            peer.send_multipart(encode("ready", fingerprint="sha256:another-model"))
+            pool.poll(0.5)
+            assert "sha256:another-model" in caplog.text and not pool.workers
+            assert decode(peer.recv_multipart())[0]["type"] == "stop"
+        peer.close()
+
+
+def test_worker_rejects_a_task_for_another_model(caplog):
+    model, inputs = small_cnn()
+    job = _job(model, (inputs,))
+    context = zmq.Context.instance()
+    trainer = context.socket(zmq.ROUTER)
+    trainer.setsockopt(zmq.LINGER, 0)
+    port = trainer.bind_to_random_port("tcp://127.0.0.1")
+    worker = Worker(f"tcp://127.0.0.1:{port}")
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="torch_tier.train.workers"):
+        thread.start()
+        identity, *frames = trainer.recv_multipart()
+        assert decode(frames)[0]["type"] == "hello"
+        trainer.send_multipart([identity, *job.message()])
+        _, *frames = trainer.recv_multipart()
+        assert decode(frames)[0] == {"protocol": PROTOCOL, "type": "ready", "fingerprint": job.fingerprint}
+        trainer.send_multipart([identity, *encode("evaluate", id=7, fingerprint="sha256:other",
+                                                  placement=[[0, 0]] * len(job.nodes), repeats=1)])
+        _, *frames = trainer.recv_multipart()
+        header, _ = decode(frames)
+        assert header["type"] == "rejected" and header["id"] == 7 and "sha256:other" in header["reason"]
+        assert "sha256:other" in caplog.text
+        trainer.send_multipart([identity, *encode("stop")])
+        thread.join(10)
+    assert not thread.is_alive()
+    worker.close()
+    trainer.close()
+
+
+@pytest.mark.slow
+def test_pool_requeues_the_tasks_of_a_killed_and_of_a_hung_worker(caplog):
+    """Three local workers: one killed, then one stopped (hung) while timing; all tasks still complete."""
+    model, inputs = small_cnn()
+    job = _job(model, (inputs,))
+    placement = np.zeros((len(job.nodes), 2), dtype=np.int8)
+
+    def sabotage(pool: WorkerPool, sig: int) -> None:
+        """Send `sig` to a worker while it holds a task."""
+        while True:
+            busy = [w for w in list(pool.workers.values()) if w.task is not None]
+            if busy:
+                os.kill(busy[0].pid, sig)
+                return
+            time.sleep(0.001)
+
+    with caplog.at_level(logging.WARNING, logger="torch_tier.train.workers"):
+        with WorkerPool(job, local=3, timeout=3.0) as pool:
+            deadline = time.monotonic() + 60
+            while sum(w.state == "ready" for w in pool.workers.values()) < 3 and time.monotonic() < deadline:
+                pool.poll(0.1)
+            for sig in (signal.SIGKILL, signal.SIGSTOP):
+                thread = threading.Thread(target=sabotage, args=(pool, sig))
+                thread.start()
+                results = pool.run([(placement, 30)] * 6)
+                thread.join()
+                assert len(results) == 6 and all(len(r) == 30 for r in results)
+    assert "(its process exited); task" in caplog.text and "s); task" in caplog.text.split("exited")[-1]
+    assert caplog.text.count("re-queued") == 2
+
+
+@pytest.mark.slow
+def test_training_goes_on_when_one_of_two_loopback_workers_is_killed(tiny, caplog):
+    model, inputs, graph = tiny
+    me = psutil.Process()
+    killed: list[int] = []
+
+    def kill_one_worker_mid_generation(generation):
+        if generation.index == 1:
+            workers = [p for p in me.children() if "worker" in " ".join(p.cmdline())]
+            assert len(workers) == 2
+            victim = workers[0].pid
+            threading.Timer(0.2, os.kill, (victim, signal.SIGKILL)).start()
+            killed.append(victim)
+
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="torch_tier.train.workers"):
+        result = train(model, inputs, fitness="measured", workers=2, evaluations=60, population=8, repeats=2,
+                       max_repeats=4, progress=kill_one_worker_mid_generation, graph=graph)
+    assert killed and "its process exited" in caplog.text
+    assert 60 - 8 < result.history[-1].evaluations <= 60
+    assert graph.footprint(result.policy)["dram"] <= baselines.dram_budget(graph, "25%")
+    assert not [p for p in me.children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert time.monotonic() - start < 120

@@ -1,0 +1,105 @@
+"""`torch-tier train MODEL ...` (search a placement) and `torch-tier worker --connect ADDR` (time placements)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..report import _add_model_arguments, _capture, _fail, _workload
+from . import compare
+from .fitness import measured
+from .trainer import train
+from .workers import Worker
+
+_DESCRIPTION = """Search the fastest placement of MODEL's weights and activations within a DRAM
+budget, by evolutionary RL (Boltzmann chromosomes + a GNN soft actor-critic), and
+write it as a policy file, with a PNG of the training curve next to it and a table
+against the baselines on stdout. Checkpoints after every generation (OUT.ckpt by
+default); Ctrl-C saves the best policy so far, --resume continues."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `train` and `worker`; each sets `func` to its handler (returns an exit code)."""
+    parser = subparsers.add_parser("train", help="search a placement policy by evolutionary RL",
+                                   description=_DESCRIPTION)
+    _add_model_arguments(parser)
+    parser.add_argument("--budget", default="25%", help="DRAM budget: bytes, '512MiB', or '25%%' of the all-DRAM "
+                                                        "footprint (default 25%%)")
+    parser.add_argument("--pm", default="sim:optane-100", help="slow tier (default sim:optane-100)")
+    parser.add_argument("--out", required=True, type=Path, metavar="OUT.json", help="policy file to write")
+    parser.add_argument("--fitness", choices=("model", "measured"), default="model",
+                        help="cost-model prediction or timed inference (default model)")
+    parser.add_argument("--evaluations", type=int, default=2000, metavar="N", help="evaluation budget (default 2000)")
+    parser.add_argument("--population", type=int, default=20, metavar="N", help="population size (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--no-baseline-seeds", action="store_true",
+                        help="start from random chromosomes only, not from the baselines")
+    parser.add_argument("--workers", default="1", metavar="N|tcp://HOST:PORT",
+                        help="measured fitness: local worker processes, or an address to bind for "
+                             "'torch-tier worker --connect' workers (default 1)")
+    parser.add_argument("--checkpoint", type=Path, metavar="CKPT", help="checkpoint file (default OUT.ckpt)")
+    parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue the run saved in CKPT")
+    parser.add_argument("--rounds", type=int, default=5, metavar="N",
+                        help="measured fitness: side-by-side rounds of the final comparison (default 5)")
+    parser.set_defaults(func=run)
+
+    worker = subparsers.add_parser("worker", help="time placements sent by a trainer",
+                                   description="Connect to a trainer and time the placements it sends.")
+    worker.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the trainer's address")
+    worker.set_defaults(func=run_worker)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, then write the policy, its plot and the comparison table."""
+    try:
+        workload = _workload(args)
+    except (ValueError, TypeError) as err:
+        return _fail("train", err)
+    workers: int | str = int(args.workers) if args.workers.isdigit() else args.workers
+    checkpoint = args.resume or args.checkpoint or args.out.with_suffix(".ckpt")
+    graph = None if args.resume else _capture(workload, args)
+    try:
+        result = train(workload.model, workload.inputs, dram_budget=args.budget, pm=args.pm, fitness=args.fitness,
+                       evaluations=args.evaluations, population=args.population, seed=args.seed, workers=workers,
+                       checkpoint=checkpoint, resume=args.resume is not None,
+                       seed_baselines=not args.no_baseline_seeds, graph=graph)
+    except ValueError as err:  # a budget that cannot be read or met, a checkpoint of another model
+        return _fail("train", err)
+    meta = result.policy.metadata
+    named = compare.policies(result.graph, meta["dram_budget"], meta["device"], result.policy)
+    if meta["fitness"] == "measured" and not result.interrupted:
+        with measured(workload.model, workload.inputs, result.graph, meta["pm"], workers) as judge:
+            rows = compare.compare(result.graph, named, meta["dram_budget"], meta["device"], judge, args.rounds)
+    else:
+        rows = compare.compare(result.graph, named, meta["dram_budget"], meta["device"])
+    meta.update(model=args.model, size=dict(args.size), comparison={r.name: _figures(r) for r in rows})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result.policy.save(args.out)
+    plot = args.out.with_suffix(".png")
+    result.save_plot(plot, {r.name: r.measured or r.predicted for r in rows if r.name in ("greedy", "first-touch")})
+    print(compare.table(rows))
+    print(f"\npolicy: {args.out}  curve: {plot}  checkpoint: {checkpoint}")
+    if result.interrupted:
+        print(f"interrupted: continue with --resume {checkpoint}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Serve a trainer until it says stop."""
+    logging.basicConfig(level=logging.INFO, format="torch-tier worker: %(message)s")
+    worker = Worker(args.connect)
+    try:
+        worker.serve()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        worker.close()
+    return 0
+
+
+def _figures(row: compare.Row) -> dict[str, float | None]:
+    return {"predicted": row.predicted, "measured": row.measured, "dram_bytes": row.dram_bytes}
