@@ -146,8 +146,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9, help="timed inferences per mode in figure 9")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (image 32, 40 evaluations)")
     args = parser.parse_args()
-    if args.quick:
+    global RESULTS
+    if args.quick:  # a smoke run: its figures go to results/tmp/, not over the real ones
         args.image_size, args.evaluations, args.repeats = 32, 40, 3
+        RESULTS = RESULTS / "tmp"
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
