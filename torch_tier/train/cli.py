@@ -70,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail("train", err)
     meta = result.policy.metadata
     named = compare.policies(result.graph, meta["dram_budget"], meta["device"], result.policy)
-    if meta["fitness"] == "measured" and not result.interrupted:
+    remote = isinstance(workers, str)
+    if remote and meta["fitness"] == "measured":
+        # The remote workers were told to stop when training ended; timing the comparison would
+        # wait for new ones to connect. So the table is predicted only (the trainer should keep its pool).
+        print("note: comparison with the baselines predicted only (remote workers have stopped)", file=sys.stderr)
+    if meta["fitness"] == "measured" and not result.interrupted and not remote:
         with measured(workload.model, workload.inputs, result.graph, meta["pm"], workers) as judge:
             rows = compare.compare(result.graph, named, meta["dram_budget"], meta["device"], judge, args.rounds)
     else:
