@@ -200,6 +200,8 @@ class WorkerPool:
             worker.state = "ready"
         elif kind == "result":
             self._accept(identity, worker, header)
+        elif kind == "ping":  # a known worker, idle between tasks: nothing to do
+            return
         elif kind == "rejected":
             log.warning("worker %s rejected a message: %s", identity.hex(), header["reason"])
             if worker is not None and worker.task is not None and header.get("id") == worker.task:
