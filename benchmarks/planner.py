@@ -90,9 +90,7 @@ def trace_rows(repeats: int, time_limit: float) -> list[Row]:
     for name, size in (("bert-base", {"seq_len": 128}), ("wide_resnet101_2", {})):
         work = zoo.build(name, **size)
         graph = capture(work.model, work.inputs, repeats=1)
-        unit = arenas.ALIGNMENT
-        buffers = [planner.Buffer(i, b.alloc, b.free, -(-b.size // unit) * unit, unit)
-                   for i, b in enumerate(graph.buffers)]
+        buffers = arenas.planner_buffers(graph.buffers)
         rows.append(bench(f"{name} trace", buffers, repeats=repeats, time_limit=time_limit))
         print(f"  {name}: {len(buffers)} buffers planned", file=sys.stderr, flush=True)
     return rows

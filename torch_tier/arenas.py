@@ -17,7 +17,7 @@ from . import _C, planner, tiers
 from .policy import Policy
 
 if TYPE_CHECKING:
-    from .graph import TierGraph
+    from .graph import Buffer, TierGraph
 
 ALIGNMENT = 64
 
@@ -35,6 +35,12 @@ class ArenaPlan:
     seconds: float
 
 
+def planner_buffers(buffers: "list[Buffer]", overhead: int = 0) -> list[planner.Buffer]:
+    """Graph buffers as the planner's problem: each `overhead` bytes larger, rounded up to ALIGNMENT."""
+    return [planner.Buffer(i, b.alloc, b.free, -(-(b.size + overhead) // ALIGNMENT) * ALIGNMENT, ALIGNMENT)
+            for i, b in enumerate(buffers)]
+
+
 def plan_arenas(graph: "TierGraph", policy: Policy, time_limit: float = 10.0) -> dict[str, ArenaPlan]:
     """Plan each tier's activation buffers of `graph` under `policy` into one arena per tier."""
     header = _C.block_overhead()
@@ -43,9 +49,7 @@ def plan_arenas(graph: "TierGraph", policy: Policy, time_limit: float = 10.0) ->
     for tier in tiers.TIER_NAMES:
         mine = [b for b in sorted(graph.buffers, key=lambda b: b.alloc) if act_tier[b.node] == tier]
         requests = tuple(b.size + header for b in mine)
-        buffers = [planner.Buffer(i, b.alloc, b.free, -(-r // ALIGNMENT) * ALIGNMENT, ALIGNMENT)
-                   for i, (b, r) in enumerate(zip(mine, requests))]
-        plan = planner.solve(buffers, time_limit=time_limit)
+        plan = planner.solve(planner_buffers(mine, header), time_limit=time_limit)
         plans[tier] = ArenaPlan(tier, requests, plan.offsets, plan.peak, plan.lower_bound, plan.optimal,
                                 plan.stats.seconds)
     return plans

@@ -207,8 +207,14 @@ def memory_mode_latency(graph: TierGraph, budget: Budget, device: str = DEFAULT_
     write-back traffic are charged.
     """
     limit = dram_budget(graph, budget)
-    miss = 1.0 - memory_mode_hit_ratio(graph, limit)
-    return graph.base_time + miss * (predict(graph, all_pm(graph, limit, device), device) - graph.base_time)
+    return memory_mode_between(graph, limit, graph.base_time, predict(graph, all_pm(graph, limit, device), device))
+
+
+def memory_mode_between(graph: TierGraph, budget: Budget, all_dram: float, all_pm: float) -> float:
+    """Memory mode's seconds from the all-DRAM and all-PM ones (predicted or measured):
+    the missed share of the traffic pays the slow tier's extra."""
+    miss = 1.0 - memory_mode_hit_ratio(graph, dram_budget(graph, budget))
+    return all_dram + miss * (all_pm - all_dram)
 
 
 def greedy(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:

@@ -51,9 +51,8 @@ def compare(graph: TierGraph, named: dict[str, Policy], budget: int, device: str
         for name, samples in judge.compare(timed, rounds).items():
             measurement = Measurement(tuple(samples))
             rows[name].measured, rows[name].spread = measurement.median, measurement.spread
-        miss = 1.0 - baselines.memory_mode_hit_ratio(graph, budget)
-        dram, pm = rows["all-dram"].measured, rows["all-pm"].measured
-        rows[MEMORY_MODE].measured = dram + miss * (pm - dram)
+        rows[MEMORY_MODE].measured = baselines.memory_mode_between(
+            graph, budget, rows["all-dram"].measured, rows["all-pm"].measured)
     return list(rows.values())
 
 
