@@ -102,7 +102,7 @@ void TieringAllocator::free_block(void* payload) {
   if (header->id && self.tracing_.load(std::memory_order_relaxed))
     self.record(tier, header->id, payload, header->size, true);
   header->magic = 0;
-  backend->deallocate(header);
+  backend->deallocate(header, header->size + sizeof(BlockHeader));
   if (backend != &DramBackend::instance()) backend->release();
 }
 
@@ -126,6 +126,7 @@ void TieringAllocator::enable(Backend* pm, bool error_on_full) {
   backends_[kDram].store(&DramBackend::instance(), std::memory_order_release);
   backends_[kPm].store(pm, std::memory_order_release);
   previous_ = c10::GetCPUAllocator();
+  DramBackend::instance().set_caching(true);
   c10::SetCPUAllocator(this, /*priority=*/UINT8_MAX);
 }
 
@@ -142,6 +143,7 @@ std::optional<ArenaLayout> TieringAllocator::pm_layout() const {
 void TieringAllocator::disable() {
   if (!enabled()) return;
   c10::SetCPUAllocator(previous_, /*priority=*/UINT8_MAX);
+  DramBackend::instance().set_caching(false);
   previous_ = nullptr;
   planned_ = {};
   pm_arena_ = nullptr;

@@ -9,6 +9,7 @@
 #include "allocator.h"
 #include "arena_backend.h"
 #include "bindings.h"
+#include "dram_backend.h"
 #include "memkind_backend.h"
 
 namespace py = pybind11;
@@ -29,6 +30,7 @@ py::dict stats_dict(Tier tier) {
   d["allocations"] = s.allocations;
   d["fallbacks"] = s.fallbacks;
   d["failures"] = s.failures;
+  if (tier == kDram) d["cached_bytes"] = DramBackend::instance().cached_bytes();
   return d;
 }
 
@@ -61,6 +63,8 @@ void bind_allocator(py::module_& m) {
   m.def("disable", [] { TieringAllocator::instance().disable(); },
         "Restore the previous CPU allocator; live blocks still free to their tier.");
   m.def("enabled", [] { return TieringAllocator::instance().enabled(); });
+  m.def("set_dram_cache_capacity", [](size_t bytes) { DramBackend::instance().set_cache_capacity(bytes); },
+        "Bytes of freed DRAM blocks kept for reuse while enabled (default 1 GiB).");
   m.def("replay_arena", [](size_t capacity, const std::string& fit,
                            const std::vector<std::tuple<bool, int64_t, size_t>>& events) {
     ArenaBackend arena(capacity, parse_fit(fit));
@@ -72,7 +76,7 @@ void bind_allocator(py::module_& m) {
         const auto& [is_free, id, size] = events[i];
         if (is_free) {
           if (auto it = live.find(id); it != live.end()) {  // else allocated before the trace began
-            arena.deallocate(it->second);
+            arena.deallocate(it->second, size);
             live.erase(it);
           }
         } else if (void* block = arena.allocate(size)) {

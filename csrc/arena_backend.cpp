@@ -123,7 +123,7 @@ void* ArenaBackend::allocate(size_t bytes) noexcept {
   return reinterpret_cast<char*>(tag) + kAlignment;
 }
 
-void ArenaBackend::deallocate(void* ptr) noexcept {
+void ArenaBackend::deallocate(void* ptr, size_t /*bytes: the tag knows*/) noexcept {
   auto* tag = reinterpret_cast<Tag*>(static_cast<char*>(ptr) - kAlignment);
   std::lock_guard<std::mutex> lock(mutex_);
   if (Tag* next = physical_next(tag); next && next->free) {

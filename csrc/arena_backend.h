@@ -33,7 +33,7 @@ class ArenaBackend final : public Backend {
   ArenaBackend& operator=(const ArenaBackend&) = delete;
 
   void* allocate(size_t bytes) noexcept override;
-  void deallocate(void* ptr) noexcept override;
+  void deallocate(void* ptr, size_t bytes) noexcept override;
   std::string describe() const override;
   ArenaLayout layout();
 

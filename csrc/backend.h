@@ -20,7 +20,8 @@ class Backend {
 
   // A 64-byte-aligned block of at least `bytes`, or nullptr when full.
   virtual void* allocate(size_t bytes) noexcept = 0;
-  virtual void deallocate(void* ptr) noexcept = 0;
+  // Takes back a block of `allocate(bytes)`.
+  virtual void deallocate(void* ptr, size_t bytes) noexcept = 0;
   virtual std::string describe() const = 0;
 
   // Backends outlive their users: each live block holds a reference, so a

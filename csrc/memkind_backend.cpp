@@ -11,6 +11,6 @@ void* MemkindBackend::allocate(size_t bytes) noexcept {
   return api_.posix_memalign(kind_, &ptr, kAlignment, bytes) == 0 ? ptr : nullptr;
 }
 
-void MemkindBackend::deallocate(void* ptr) noexcept { api_.free(kind_, ptr); }
+void MemkindBackend::deallocate(void* ptr, size_t /*bytes*/) noexcept { api_.free(kind_, ptr); }
 
 }  // namespace torch_tier

@@ -21,7 +21,7 @@ class MemkindBackend final : public Backend {
   MemkindBackend& operator=(const MemkindBackend&) = delete;
 
   void* allocate(size_t bytes) noexcept override;
-  void deallocate(void* ptr) noexcept override;
+  void deallocate(void* ptr, size_t bytes) noexcept override;
   std::string describe() const override { return name_; }
 
  private:

@@ -45,7 +45,7 @@ PlannedBackend::PlannedBackend(Backend* inner, std::vector<size_t> sizes, std::v
 }
 
 PlannedBackend::~PlannedBackend() {
-  inner_->deallocate(region_);
+  inner_->deallocate(region_, std::max<size_t>(arena_bytes_, kAlignment));
   inner_->release();
 }
 
@@ -95,8 +95,8 @@ void* PlannedBackend::allocate(size_t bytes) noexcept {
   return inner_->allocate(bytes);
 }
 
-void PlannedBackend::deallocate(void* ptr) noexcept {
-  if (!in_region(ptr)) return inner_->deallocate(ptr);
+void PlannedBackend::deallocate(void* ptr, size_t bytes) noexcept {
+  if (!in_region(ptr)) return inner_->deallocate(ptr, bytes);
   std::lock_guard<std::mutex> lock(mutex_);
   const size_t rank = offset_rank(static_cast<char*>(ptr) - region_);
   live_[live_at_[rank]] = 0;

@@ -34,7 +34,7 @@ class PlannedBackend final : public Backend {
   PlannedBackend& operator=(const PlannedBackend&) = delete;
 
   void* allocate(size_t bytes) noexcept override;
-  void deallocate(void* ptr) noexcept override;
+  void deallocate(void* ptr, size_t bytes) noexcept override;
   std::string describe() const override;
 
   // A forward pass starts: the next allocation is the plan's first.

@@ -211,7 +211,6 @@ def test_cli_unknown_model(capsys):
     assert "no_such_model" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # timing-sensitive: failed 1 of 4 clean-clone runs on this 2-core machine (issue 3)
 @pytest.mark.parametrize("make", ["cnn", "bert"])
 def test_prediction_agrees_with_the_simulated_tier(make, request, one_thread):
     """Predicted and measured (sim:optane-100) latency within 10%: all-DRAM, all-PM, and a mix.

@@ -115,7 +115,8 @@ def tier_of(tensor: torch.Tensor) -> str | None:
 
 
 def stats() -> dict[str, dict[str, int]]:
-    """Per tier: live and peak bytes, allocations, fallbacks (pm full, served by DRAM), failures."""
+    """Per tier: live and peak bytes, allocations, fallbacks (pm full, served by DRAM), failures;
+    for dram also the bytes of freed blocks it keeps for reuse (`cached_bytes`)."""
     return {name: _C.stats(index) for index, name in enumerate(TIER_NAMES)}
 
 
