@@ -20,9 +20,11 @@ DRAM footprint (``graph.footprint``) is within the budget:
   (HiGHS through scipy.optimize.milp).
 
 A placement decision is an *item*: one node's weights or one node's
-activations (everything its own code allocates). The cost model is linear in
-the items placed in PM (see torch_tier.simulate), so each item has one cost,
-the extra seconds per forward of putting it alone in PM (``item_costs``).
+activations (everything its own code allocates). Under the cost model (see
+torch_tier.simulate) an item's extra can hide behind its node's computation
+alone but not beside another item, so a placement's cost is not the sum of
+its items' costs alone in PM (``item_costs``), which is all greedy knows;
+the optimum models the overlap exactly.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from .graph import TierGraph
 from .policy import Placement, Policy
-from .simulate import node_extras, predict
+from .simulate import OVERLAP, graph_costs, predict
 from .tiers import parse_bytes
 
 Budget = int | float | str
@@ -114,15 +116,21 @@ def _metadata(found_by: str, limit: int, device: str, **extra: object) -> dict[s
     return {"found_by": found_by, "dram_budget": limit, "device": device, **extra}
 
 
+def _item_placement(graph: TierGraph, item: Item) -> np.ndarray:
+    """The (nodes, 2) placement array with `item` alone in PM."""
+    placement = np.zeros((len(graph.nodes), 2), dtype=np.int8)
+    placement[item[0], 0 if item[1] == "weight" else 1] = 1
+    return placement
+
+
 def item_costs(graph: TierGraph, device: str = DEFAULT_DEVICE) -> dict[Item, float]:
     """Extra seconds per forward that each item costs on `device` when it alone is in PM.
 
-    The cost model is a sum of per-stream extras, so a placement's predicted
-    time is ``graph.base_time`` plus the costs of its PM items (up to rounding
-    of bytes per call). Computed with simulate.node_extras itself, so the
-    formula lives in one place.
+    A lower bound of what it adds to a placement: beside other PM items of its
+    node, less of it may hide behind the node's computation.
     """
-    return {item: sum(node_extras(graph, _policy(graph, {item}), device)) for item in items(graph)}
+    costs = graph_costs(graph, device)
+    return {item: float(costs.extras(_item_placement(graph, item)).sum()) for item in items(graph)}
 
 
 def _fill(graph: TierGraph, order: Iterable[Item], limit: int) -> set[Item]:
@@ -260,33 +268,45 @@ def optimal(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE,
             time_limit: float = MILP_TIME_LIMIT) -> Policy:
     """The placement of least predicted latency on `device` within the budget, as a MILP.
 
-    Binary x_k = 1 puts item k in PM. Minimise sum_k cost_k x_k (the cost
-    model's extras, linear) subject to, at every peak of the live activation
-    set (``_live_sets``): DRAM weights + DRAM-resident live activations <=
-    budget. Solved by HiGHS to a relative gap of MILP_GAP on the extra;
-    metadata records whether that was proven within `time_limit`, and the gap.
+    Binary x_k = 1 puts item k in PM; continuous e_i is node i's extra. With
+    L_i = sum_k a_ik x_k node i's slow-tier extra before overlap and c_i its
+    computing time, the cost model's e_i = max((1 - OVERLAP) L_i, L_i - c_i)
+    is convex, so minimising sum_i e_i subject to e_i >= (1 - OVERLAP) L_i
+    and e_i >= L_i - c_i is exact. Subject also to, at every
+    peak of the live activation set (``_live_sets``): DRAM weights +
+    DRAM-resident live activations <= budget. Solved by HiGHS to a relative
+    gap of MILP_GAP on the extra; metadata records whether that was proven
+    within `time_limit`, and the gap.
     """
     limit = dram_budget(graph, budget)
     decisions = items(graph)
     n = len(graph.nodes)
-    costs = np.array(list(item_costs(graph, device).values()))  # in the order of items(graph)
     live = _live_sets(graph)
     rows = np.zeros((len(live), 2 * n))  # bytes each item holds in DRAM at each peak, if it is there
     rows[:, :n] = [node.weight_bytes for node in graph.nodes]
     for r, held in enumerate(live):
         for node, nbytes in held.items():
             rows[r, n + node] = nbytes
-    scale = max(rows.sum(axis=1).max(), 1.0)  # bytes -> shares of the largest total, for the solver's tolerances
-    objective = costs / costs.max() if costs.max() > 0 else costs
+    costs = graph_costs(graph, device)
+    linear = np.stack([costs.linear(_item_placement(graph, item)) for item in decisions], axis=1)  # (nodes, items)
+    unit = max(linear.max(), 1e-12)  # seconds -> shares of the largest term, for the solver's tolerances
+    pays_all = np.hstack([-linear / unit, np.eye(n)])  # e_i - L_i >= -c_i
+    pays_share = np.hstack([-(1 - OVERLAP) * linear / unit, np.eye(n)])  # e_i - (1 - OVERLAP) L_i >= 0
+    scale = max(rows.sum(axis=1).max(), 1.0)  # bytes -> shares of the largest total
+    objective = np.concatenate([np.zeros(2 * n), np.ones(n)])
+    integrality = np.concatenate([np.ones(2 * n), np.zeros(n)])
+    bounds = Bounds(np.zeros(3 * n), np.concatenate([np.ones(2 * n), np.full(n, np.inf)]))
     excess = 0  # bytes the rounded solution went over: tighten by that much and solve again
     for _ in range(3):
         need = (rows.sum(axis=1) - (limit - excess)) / scale  # bytes that must go to PM at each peak
-        result = milp(objective, integrality=np.ones(2 * n), bounds=Bounds(0, 1),
-                      constraints=LinearConstraint(rows / scale, need, np.inf),
+        constraints = [LinearConstraint(np.hstack([rows / scale, np.zeros((len(live), n))]), need, np.inf),
+                       LinearConstraint(pays_all, -costs.compute / unit, np.inf),
+                       LinearConstraint(pays_share, 0, np.inf)]
+        result = milp(objective, integrality=integrality, bounds=bounds, constraints=constraints,
                       options={"time_limit": time_limit, "mip_rel_gap": MILP_GAP})
         if result.x is None:
             raise RuntimeError(f"optimal: HiGHS found no placement within {limit} bytes: {result.message}")
-        pm = {item for item, x in zip(decisions, result.x) if x > 0.5}
+        pm = {item for item, x in zip(decisions, result.x[:2 * n]) if x > 0.5}
         policy = _policy(graph, pm, **_metadata("optimal", limit, device, proven_optimal=result.status == 0,
                                                 mip_gap=result.mip_gap, solver="HiGHS (scipy.optimize.milp)"))
         over = graph.footprint(policy)["dram"] - limit

@@ -91,14 +91,26 @@ class _Frame:
     module: torch.nn.Module
     previous_tier: int
     start_ns: int
-    pm_allocated_at_start: int
-    pm_input_bytes: int
+    allocated_at_start: tuple[int, int]  # this thread's bytes allocated so far, per tier
+    input_bytes: tuple[int, int]  # bytes of its inputs, per tier (leaves only)
     child_ns: int = 0
-    child_pm_allocated: int = 0
+    child_allocated: tuple[int, int] = (0, 0)
 
 
 # Called after each metered call: (node path, its own seconds, simulated extra seconds).
 CallRecorder = Callable[[str, float, float], None]
+
+
+def _allocated() -> tuple[int, int]:
+    return _C.thread_allocated(tiers.DRAM), _C.thread_allocated(tiers.PM)
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """A metered node's own weights: their bytes, and whether they are in pm."""
+
+    bytes: int
+    pm: bool
 
 
 class _Meter:
@@ -114,30 +126,26 @@ class _Meter:
         stack = _local.__dict__.setdefault("stack", [])
         if not stack:
             _local.debt = 0.0
-        pm_inputs = 0
+        inputs = [0, 0]
         if leaf and self.cost is not None:
-            pm_inputs = sum(t.nbytes for t in input_tensors(args, kwargs) if _C.tier_of(t) == tiers.PM)
-        frame = _Frame(module, _C.get_tier(), time.perf_counter_ns(), _C.thread_allocated(tiers.PM), pm_inputs)
-        stack.append(frame)
+            for tensor in input_tensors(args, kwargs):
+                inputs[_C.tier_of(tensor) == tiers.PM] += tensor.nbytes
+        stack.append(_Frame(module, _C.get_tier(), time.perf_counter_ns(), _allocated(), tuple(inputs)))
         _C.set_tier(tier)
 
-    def exit(self, path: str, module: torch.nn.Module, weight_extra: float | None, pm_weight_bytes: int,
-             args: tuple, kwargs: dict) -> None:
-        """End a call: spin out its slow-tier extra. `weight_extra` is the weights' extra per
-        call, or None when it depends on the call (embedding lookups)."""
+    def exit(self, path: str, module: torch.nn.Module, weights: _Weights, args: tuple, kwargs: dict) -> None:
+        """End a call: spin out the part of its slow-tier extra that its computation does not hide."""
         stack = _local.__dict__.get("stack")
         if not stack or stack[-1].module is not module:  # its pre-hook never ran
             return
         frame = stack.pop()
         _C.set_tier(frame.previous_tier)
-        allocated = _C.thread_allocated(tiers.PM) - frame.pm_allocated_at_start
+        now = _allocated()
+        allocated = tuple(n - s for n, s in zip(now, frame.allocated_at_start))
+        own_ns = time.perf_counter_ns() - frame.start_ns - frame.child_ns
         extra = 0.0
         if self.cost is not None:
-            extra = self.cost.write_extra(allocated - frame.child_pm_allocated)
-            extra += self.cost.read_extra(frame.pm_input_bytes)
-            if weight_extra is None:
-                weight_extra = self.cost.extra(simulate.weight_stream(module, pm_weight_bytes, args, kwargs))
-            extra += weight_extra
+            extra = self._extra(own_ns * 1e-9, frame, allocated, module, weights, args, kwargs)
             # Owed delay is paid in spins of at least SPIN_QUANTUM. A spin's own
             # overrun is credited to the next (at most one quantum: a spin stretched
             # by preemption must not cancel later ones); each forward starts afresh.
@@ -146,10 +154,23 @@ class _Meter:
                 _local.debt = max(_local.debt - _C.spin(_local.debt), -SPIN_QUANTUM)
         elapsed = time.perf_counter_ns() - frame.start_ns
         if stack:
-            stack[-1].child_ns += elapsed
-            stack[-1].child_pm_allocated += allocated
+            parent = stack[-1]
+            parent.child_ns += elapsed
+            parent.child_allocated = tuple(c + a for c, a in zip(parent.child_allocated, allocated))
         if self.recorder is not None:
-            self.recorder(path, (elapsed - frame.child_ns) * 1e-9 - extra, extra)
+            self.recorder(path, own_ns * 1e-9, extra)
+
+    def _extra(self, own: float, frame: _Frame, allocated: tuple[int, int], module: torch.nn.Module,
+               weights: _Weights, args: tuple, kwargs: dict) -> float:
+        """The call's simulated extra (torch_tier.simulate): its own writes, its inputs, its weights."""
+        cost = self.cost
+        writes = [a - c for a, c in zip(allocated, frame.child_allocated)]
+        stream = simulate.weight_stream(module, weights.bytes, args, kwargs)
+        dram = cost.dram_write(sum(writes)) + cost.dram_read(sum(frame.input_bytes)) + cost.in_dram(stream)
+        pm_extra = cost.write_extra(writes[tiers.PM]) + cost.read_extra(frame.input_bytes[tiers.PM])
+        if weights.pm:
+            pm_extra += cost.extra(stream)
+        return simulate.overlapped(pm_extra, own, dram)
 
 
 class Session:
@@ -218,17 +239,14 @@ class Session:
             if path and path not in self.policy.nodes:
                 continue
             tier = tiers.TIER_NAMES.index(placements[path].activation)
-            pm_weights = sum(t.untyped_storage().nbytes() for t in owned[path] if tiers.tier_of(t) == "pm")
+            weights = _Weights(sum(t.untyped_storage().nbytes() for t in owned[path]),
+                               any(tiers.tier_of(t) == "pm" for t in owned[path]))
 
             def pre(m, args, kwargs, tier=tier, leaf=next(module.children(), None) is None):
                 meter.enter(m, tier, leaf, args, kwargs)
 
-            weight_extra = 0.0
-            if meter.cost is not None and pm_weights:
-                weight_extra = None if simulate.is_sparse(module) else meter.cost.extra(simulate.Stream(pm_weights))
-
-            def post(m, args, kwargs, _out, path=path, weight_extra=weight_extra, pm_weights=pm_weights):
-                meter.exit(path, m, weight_extra, pm_weights, args, kwargs)
+            def post(m, args, kwargs, _out, path=path, weights=weights):
+                meter.exit(path, m, weights, args, kwargs)
 
             self._hooks.append(module.register_forward_pre_hook(pre, with_kwargs=True))
             self._hooks.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))

@@ -1,10 +1,14 @@
 """The cost model: what a slow tier adds to a node's time, in one place.
 
-A node's time under a placement is its measured all-DRAM time plus, for each
-stream of bytes it moves to or from the slow tier, the difference between the
-stream's time on the slow device and on this host's DRAM:
+Each stream of bytes a call moves to or from the slow tier costs the
+difference between the stream's time on the slow device and on this host's
+DRAM; part of that extra overlaps with the call's computation:
 
-    extra(node) = sum over streams s placed in pm of  t(s, pm) - t(s, dram)
+    extra(call) = pm_extra - min(OVERLAP * pm_extra, max(0, own - dram))
+
+    pm_extra = sum over the call's streams s placed in pm of  t(s, pm) - t(s, dram)
+    dram     = sum over all the call's streams of  t(s, dram)
+    own      = the call's own time with everything in DRAM
 
     t(s, dev) = s.bytes / bandwidth(dev, s.direction)                  sequential
     t(s, dev) = s.accesses * round_up(s.bytes / s.accesses, granularity(dev))
@@ -18,22 +22,32 @@ stream's time on the slow device and on this host's DRAM:
 - A call's streams: its own weights read (every call), the bytes its own
   code allocates written into its activation tier, and each input read from
   wherever it lives (the producer's activation tier).
+- Overlap: `own - dram` is the time the call spends beyond moving its bytes
+  at DRAM speed, i.e. computing. Slow-tier traffic proceeds during that
+  time, as out-of-order cores and prefetchers let it, but never all of it:
+  at most OVERLAP of the extra hides (a call's time also holds dispatch and
+  interpreter overheads, during which no traffic flows). So a memory-bound
+  call (a ReLU, a GEMV) pays its whole extra, and a compute-bound one (a
+  large convolution) pays (1 - OVERLAP) of it. OVERLAP is a modelling
+  choice, not a device figure: 0 gives a model linear in the bytes in pm.
 - Device figures are the profile's ratios to the reference DRAM applied to
   this host's calibrated DRAM (torch_tier.devices, torch_tier.calibrate).
 
-The model is linear in the bytes placed in pm, and ignores overlap of compute with memory traffic, so it
-is pessimistic for compute-bound layers; its merit is that prediction and the
-simulated tier (which spins out exactly this extra time after each call)
-agree, and that placements can be optimised exactly under it.
+Because of the overlap, a placement's extra is not the sum of its tensors'
+extras: two tensors of a compute-bound node may each be free alone in pm
+but not together. The simulated tier spins out exactly this extra after
+each call (torch_tier.runtime), so prediction and simulation agree, and the
+model stays exactly optimisable (convex and piecewise linear in the
+placement: baselines.optimal).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from . import calibrate, devices
@@ -43,6 +57,7 @@ if TYPE_CHECKING:
     from .policy import Policy
 
 MEMORY_PARALLELISM = 10  # outstanding cache misses per core for independent random accesses
+OVERLAP = 0.5  # at most this share of a call's slow-tier extra hides behind its computation
 
 
 @dataclass(frozen=True)
@@ -55,9 +70,14 @@ class Stream:
     random: bool = False
 
 
+def overlapped(pm_extra: float, own: float, dram: float) -> float:
+    """The part of a call's slow-tier extra its computation does not hide (see the module doc)."""
+    return pm_extra - min(OVERLAP * pm_extra, max(0.0, own - dram))
+
+
 @dataclass(frozen=True)
 class CostModel:
-    """Per-stream extra seconds of the slow tier `device` over this host's DRAM."""
+    """Per-stream seconds on this host's DRAM, and extra seconds on the slow tier `device`."""
 
     device: str
     pm: devices.ScaledProfile
@@ -79,21 +99,32 @@ class CostModel:
             return 0.0
         return max(0.0, self.seconds(stream, self.pm) - self.seconds(stream, self.dram))
 
-    @cached_property
-    def _write_per_byte(self) -> float:
-        return self.extra(Stream(1 << 30, write=True)) / (1 << 30)
+    def in_dram(self, stream: Stream) -> float:
+        """Seconds `stream` takes in DRAM."""
+        return self.seconds(stream, self.dram) if stream.bytes > 0 else 0.0
 
     @cached_property
-    def _read_per_byte(self) -> float:
-        return self.extra(Stream(1 << 30)) / (1 << 30)
+    def _per_byte(self) -> dict[tuple[bool, bool], float]:
+        """(write, extra) -> seconds per byte of a sequential stream: its extra, or its DRAM time."""
+        gib = 1 << 30
+        return {(write, extra): (self.extra if extra else self.in_dram)(Stream(gib, write=write)) / gib
+                for write in (False, True) for extra in (False, True)}
 
     def write_extra(self, nbytes: int) -> float:
         """Extra seconds to write `nbytes` sequentially to the slow tier (cheap: called per node call)."""
-        return nbytes * self._write_per_byte
+        return nbytes * self._per_byte[True, True]
 
     def read_extra(self, nbytes: int) -> float:
         """Extra seconds to read `nbytes` sequentially from the slow tier."""
-        return nbytes * self._read_per_byte
+        return nbytes * self._per_byte[False, True]
+
+    def dram_write(self, nbytes: int) -> float:
+        """Seconds to write `nbytes` sequentially to DRAM."""
+        return nbytes * self._per_byte[True, False]
+
+    def dram_read(self, nbytes: int) -> float:
+        """Seconds to read `nbytes` sequentially from DRAM."""
+        return nbytes * self._per_byte[False, False]
 
 
 @lru_cache(maxsize=16)
@@ -121,24 +152,61 @@ def weight_stream(module: torch.nn.Module, weight_bytes: int, args: tuple, kwarg
     return Stream(weight_bytes)
 
 
+@dataclass(frozen=True)
+class GraphCosts:
+    """The cost model of one graph on one device, per node and forward (all its calls):
+    the extra each placement decision adds to each node's slow-tier traffic, and
+    how much of a node's extra its computation hides."""
+
+    weight: np.ndarray  # (nodes,) if the node's weights are in pm
+    write: np.ndarray  # (nodes,) if its activations are in pm: its own writes
+    read_src: np.ndarray  # (edges,) per edge between nodes: the producer,
+    read_dst: np.ndarray  # the reader,
+    read: np.ndarray  # and the reader's extra when the producer's activations are in pm
+    compute: np.ndarray  # (nodes,) max(0, own time - time of all its traffic in DRAM)
+
+    def linear(self, placement: np.ndarray) -> np.ndarray:
+        """Each node's slow-tier extra before overlap, for a (nodes, 2) array of
+        0/1 = DRAM/PM (column 0 weights, column 1 activations)."""
+        weights, activations = placement[:, 0], placement[:, 1]
+        out = self.weight * weights + self.write * activations
+        np.add.at(out, self.read_dst, self.read * activations[self.read_src])
+        return out
+
+    def extras(self, placement: np.ndarray) -> np.ndarray:
+        """Each node's extra seconds per forward under `placement`."""
+        linear = self.linear(placement)
+        return linear - np.minimum(OVERLAP * linear, self.compute)
+
+
+def graph_costs(graph: "TierGraph", device: str = "optane-100") -> GraphCosts:
+    """The per-node, per-decision terms of the cost model of `graph` on `device`."""
+    cost = cost_model(device)
+    calls = np.array([max(node.calls, 1) for node in graph.nodes], dtype=float)
+    edges = [e for e in graph.edges if e.src >= 0]
+    dram = np.array([cost.dram_read(node.input_bytes) + cost.dram_write(node.alloc_bytes)
+                     + calls[i] * cost.in_dram(node.weight_read) for i, node in enumerate(graph.nodes)])
+    own = np.array([node.dram_time for node in graph.nodes])
+    return GraphCosts(
+        weight=np.array([c * cost.extra(node.weight_read) if node.weight_bytes else 0.0
+                         for c, node in zip(calls, graph.nodes)]),
+        write=np.array([cost.write_extra(node.alloc_bytes) for node in graph.nodes]),
+        read_src=np.array([e.src for e in edges], dtype=int),
+        read_dst=np.array([e.dst for e in edges], dtype=int),
+        read=np.array([cost.read_extra(e.bytes) for e in edges]),
+        compute=np.maximum(0.0, own - dram),
+    )
+
+
+def placement_array(graph: "TierGraph", policy: "Policy") -> np.ndarray:
+    """`policy` over `graph`'s nodes as a (nodes, 2) array of 0/1 = DRAM/PM (weights, activations)."""
+    places = [policy.placement_of(node.path) for node in graph.nodes]
+    return np.array([[p.weight == "pm", p.activation == "pm"] for p in places], dtype=np.int8).reshape(-1, 2)
+
+
 def node_extras(graph: "TierGraph", policy: "Policy", device: str = "optane-100") -> list[float]:
     """Extra seconds per forward that each node of `graph` pays under `policy` on `device`."""
-    cost = cost_model(device)
-    places = [policy.placement_of(node.path) for node in graph.nodes]
-    pm_inputs: dict[int, int] = defaultdict(int)
-    for edge in graph.edges:
-        if edge.src >= 0 and places[edge.src].activation == "pm":
-            pm_inputs[edge.dst] += edge.bytes
-    extras = []
-    for i, (node, place) in enumerate(zip(graph.nodes, places)):
-        calls = max(node.calls, 1)
-        extra = calls * cost.read_extra(pm_inputs[i] // calls)
-        if place.activation == "pm":
-            extra += calls * cost.write_extra(node.alloc_bytes // calls)
-        if place.weight == "pm" and node.weight_bytes:
-            extra += calls * cost.extra(node.weight_read)
-        extras.append(extra)
-    return extras
+    return graph_costs(graph, device).extras(placement_array(graph, policy)).tolist()
 
 
 def predict(graph: "TierGraph", policy: "Policy", device: str = "optane-100") -> float:
