@@ -34,25 +34,11 @@ def main() -> None:
           f"{graph.footprint(graph.policy())['dram'] / 2**20:.0f} MiB, budget {budget / 2**20:.0f} MiB\n")
 
     result = torch_tier.train(model, inputs, dram_budget=budget, pm=f"sim:{DEVICE}", fitness="measured",
-                              evaluations=150, graph=graph, seed=0)
+                              evaluations=150, graph=graph, seed=0, compare_rounds=3)
     policy = result.policy
     policy.save(OUT / "resnet50-25.json")
     result.save_plot(OUT / "resnet50-25.png")
-
-    named = compare.policies(graph, budget, DEVICE, policy)
-    rows = compare.compare(graph, named, budget, DEVICE)
-    timed = {row.name: row for row in rows if row.name != "memory-mode"}
-    samples: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(3):  # rounds that visit every policy in turn: load drift hits all alike
-        for name in timed:
-            samples[name] += torch_tier.measure(model, inputs, named[name], pm=f"sim:{DEVICE}", repeats=3).samples
-    for name, row in timed.items():
-        timing = torch_tier.Measurement(tuple(samples[name]))
-        row.measured, row.spread = timing.median, timing.spread
-    by_name = {row.name: row for row in rows}
-    # Memory mode is a hardware cache, not a placement: modelled from the measured extremes.
-    by_name["memory-mode"].measured = baselines.memory_mode_between(
-        graph, budget, by_name["all-dram"].measured, by_name["all-pm"].measured)
+    rows = result.comparison  # the baselines and the trained policy, timed side by side on the same workers
     print("\n" + compare.table(rows, against="trained"))
     print("\n(memory-mode is a model of Optane's DRAM-cache mode; all-dram ignores the budget)")
     print(f"\npolicy: {OUT / 'resnet50-25.json'}\ntraining curve: {OUT / 'resnet50-25.png'}\n")

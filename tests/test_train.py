@@ -3,6 +3,7 @@
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -249,3 +250,25 @@ def test_training_goes_on_when_one_of_two_loopback_workers_is_killed(tiny, caplo
     assert graph.footprint(result.policy)["dram"] <= baselines.dram_budget(graph, "25%")
     assert not [p for p in me.children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert time.monotonic() - start < 120
+
+
+def test_comparison_is_timed_on_the_remote_workers_that_trained(tiny):
+    """A `torch-tier worker` times the search and then, before it is told to stop, the
+    side-by-side comparison with the baselines."""
+    model, inputs, graph = tiny
+    with socket.socket() as probe:  # a free port for the trainer to bind
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = Worker(f"tcp://127.0.0.1:{port}")
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    result = train(model, inputs, fitness="measured", workers=f"tcp://127.0.0.1:{port}", evaluations=16,
+                   population=8, repeats=1, max_repeats=2, progress=False, graph=graph, compare_rounds=1)
+    thread.join(10)
+    worker.close()
+    rows = {row.name: row for row in result.comparison}
+    assert {"all-dram", "all-pm", "first-touch", "interleave", "memory-mode", "greedy", "optimal",
+            "trained"} <= set(rows)
+    assert all(row.measured and row.measured > 0 for row in rows.values())
+    assert all(row.spread is not None for name, row in rows.items() if name != "memory-mode")  # timed, not modelled
+    assert not thread.is_alive()

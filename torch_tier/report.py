@@ -136,7 +136,8 @@ def _budget(text: str) -> str:
     return text
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """MODEL, --size, --capture-repeats and --threads: how every model command builds its workload."""
     parser.add_argument("model", metavar="MODEL",
                         help=f"a zoo model ({', '.join(zoo.names())}) or a dotted path to a function "
                              "returning (model, example_inputs)")
@@ -152,7 +153,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `torch-tier profile` and `torch-tier baselines`; each sets `func` to its handler."""
     profile = subparsers.add_parser("profile", help="capture a model's placement graph and show what each node costs",
                                     description=run_profile.__doc__)
-    _add_model_arguments(profile)
+    add_model_arguments(profile)
     profile.add_argument("--device", default=baselines.DEFAULT_DEVICE, choices=devices.names(),
                          help=f"slow-tier profile for the costs (default {baselines.DEFAULT_DEVICE})")
     profile.add_argument("--out", metavar="GRAPH.json", help="save the graph here")
@@ -161,7 +162,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     compare_parser = subparsers.add_parser(
         "baselines", help="compare the baseline placements under a DRAM budget, predicted and measured",
         description=run_baselines.__doc__)
-    _add_model_arguments(compare_parser)
+    add_model_arguments(compare_parser)
     compare_parser.add_argument("--budget", type=_budget, default="25%",
                                 help="DRAM budget: bytes ('64MiB') or a share of the all-DRAM footprint "
                                      "('25%%', the default)")
@@ -175,20 +176,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     compare_parser.set_defaults(func=run_baselines)
 
 
-def _fail(command: str, err: Exception) -> int:
+def fail(command: str, err: Exception) -> int:
     """Report a user error of `torch-tier COMMAND`; the exit code is 2."""
     print(f"torch-tier {command}: {err}", file=sys.stderr)
     return 2
 
 
-def _workload(args: argparse.Namespace) -> zoo.Workload:
+def build_workload(args: argparse.Namespace) -> zoo.Workload:
     """MODEL built at --size (ValueError or TypeError if it cannot be), with --threads applied."""
     if args.threads:
         torch.set_num_threads(args.threads)
     return zoo.resolve(args.model, **dict(args.size))
 
 
-def _capture(workload: zoo.Workload, args: argparse.Namespace) -> TierGraph:
+def capture_workload(workload: zoo.Workload, args: argparse.Namespace) -> TierGraph:
+    """Capture the workload's graph with --capture-repeats, saying so on stderr."""
     _stderr(f"capturing {workload.name} ({workload.description}) ...")
     return capture(workload.model, workload.inputs, name=workload.name, repeats=args.capture_repeats)
 
@@ -207,10 +209,10 @@ def _costliest(graph: TierGraph, device: str, count: int = 10) -> str:
 def run_profile(args: argparse.Namespace) -> int:
     """Capture MODEL's placement graph, print its nodes and what the slow tier would cost them."""
     try:
-        workload = _workload(args)
+        workload = build_workload(args)
     except (ValueError, TypeError) as err:
-        return _fail("profile", err)
-    graph = _capture(workload, args)
+        return fail("profile", err)
+    graph = capture_workload(workload, args)
     print(graph.summary())
     print(f"\nall-DRAM footprint {_mib(graph.footprint(graph.policy())['dram'])} MiB")
     print(_costliest(graph, args.device))
@@ -224,14 +226,14 @@ def run_baselines(args: argparse.Namespace) -> int:
     """Place MODEL with every baseline under a DRAM budget and print each one's predicted
     latency, measured latency on the simulated slow tier, peak bytes per tier and slowdown."""
     try:
-        workload = _workload(args)
+        workload = build_workload(args)
     except (ValueError, TypeError) as err:
-        return _fail("baselines", err)
-    graph = _capture(workload, args)
+        return fail("baselines", err)
+    graph = capture_workload(workload, args)
     try:
         limit = baselines.dram_budget(graph, args.budget)
     except baselines.BudgetError as err:
-        return _fail("baselines", err)
+        return fail("baselines", err)
     full = graph.footprint(graph.policy())["dram"]
     _stderr(f"DRAM budget {args.budget}: {_mib(limit)} of {_mib(full)} MiB; measuring each baseline "
             f"({args.repeats} runs on sim:{args.device}) ...")

@@ -7,9 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ..report import _add_model_arguments, _capture, _fail, _workload
+from ..report import add_model_arguments, build_workload, capture_workload, fail
 from . import compare
-from .fitness import measured
 from .trainer import train
 from .workers import Worker
 
@@ -24,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register `train` and `worker`; each sets `func` to its handler (returns an exit code)."""
     parser = subparsers.add_parser("train", help="search a placement policy by evolutionary RL",
                                    description=_DESCRIPTION)
-    _add_model_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument("--budget", default="25%", help="DRAM budget: bytes, '512MiB', or '25%%' of the all-DRAM "
                                                         "footprint (default 25%%)")
     parser.add_argument("--pm", default="sim:optane-100", help="slow tier (default sim:optane-100)")
@@ -55,31 +54,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Train, then write the policy, its plot and the comparison table."""
     try:
-        workload = _workload(args)
+        workload = build_workload(args)
     except (ValueError, TypeError) as err:
-        return _fail("train", err)
+        return fail("train", err)
     workers: int | str = int(args.workers) if args.workers.isdigit() else args.workers
     checkpoint = args.resume or args.checkpoint or args.out.with_suffix(".ckpt")
-    graph = None if args.resume else _capture(workload, args)
+    graph = None if args.resume else capture_workload(workload, args)
     try:
         result = train(workload.model, workload.inputs, dram_budget=args.budget, pm=args.pm, fitness=args.fitness,
                        evaluations=args.evaluations, population=args.population, seed=args.seed, workers=workers,
                        checkpoint=checkpoint, resume=args.resume is not None,
-                       seed_baselines=not args.no_baseline_seeds, graph=graph)
+                       seed_baselines=not args.no_baseline_seeds, graph=graph, compare_rounds=args.rounds)
     except ValueError as err:  # a budget that cannot be read or met, a checkpoint of another model
-        return _fail("train", err)
+        return fail("train", err)
     meta = result.policy.metadata
-    named = compare.policies(result.graph, meta["dram_budget"], meta["device"], result.policy)
-    remote = isinstance(workers, str)
-    if remote and meta["fitness"] == "measured":
-        # The remote workers were told to stop when training ended; timing the comparison would
-        # wait for new ones to connect. So the table is predicted only (the trainer should keep its pool).
-        print("note: comparison with the baselines predicted only (remote workers have stopped)", file=sys.stderr)
-    if meta["fitness"] == "measured" and not result.interrupted and not remote:
-        with measured(workload.model, workload.inputs, result.graph, meta["pm"], workers) as judge:
-            rows = compare.compare(result.graph, named, meta["dram_budget"], meta["device"], judge, args.rounds)
-    else:
-        rows = compare.compare(result.graph, named, meta["dram_budget"], meta["device"])
+    rows = result.comparison or compare.compare(  # interrupted: predicted only
+        result.graph, compare.policies(result.graph, meta["dram_budget"], meta["device"], result.policy),
+        meta["dram_budget"], meta["device"])
     meta.update(model=args.model, size=dict(args.size), comparison={r.name: _figures(r) for r in rows})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result.policy.save(args.out)

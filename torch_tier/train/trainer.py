@@ -29,6 +29,7 @@ from ..policy import Policy, fingerprint
 from ..simulate import predict
 from ..tiers import DEFAULT_PROFILE, parse_pm
 from . import checkpoint as checkpoints
+from . import compare
 from .budget import Budget
 from .fitness import MeasuredFitness, ModelFitness, Scores, measured
 from .gnn import Neighbours, node_features
@@ -76,6 +77,7 @@ class TrainResult:
     history: list[Generation]
     graph: TierGraph
     interrupted: bool = False
+    comparison: list[compare.Row] | None = None  # beside the baselines (train's compare_rounds)
 
     @property
     def latency(self) -> float:
@@ -217,6 +219,7 @@ def train(
     repeats: int = 3,
     max_repeats: int = 9,
     warmup: int = 1,
+    compare_rounds: int = 0,
 ) -> TrainResult:
     """Search placements of `model` under `dram_budget` and return the fastest found.
 
@@ -235,6 +238,9 @@ def train(
     progress: a progress bar on stderr, or a function called with each Generation.
     graph: a captured graph of `model` to reuse (default: capture it now).
     repeats, max_repeats, warmup: measured fitness: runs per first timing, per contender, untimed.
+    compare_rounds: if set, the result's `comparison` holds the trained policy beside the
+        baselines (train.compare), predicted, and with measured fitness also timed in that
+        many side-by-side rounds on the same workers (so remote ones too).
 
     Ctrl-C ends the run: the checkpoint of the last complete generation stands, and the
     best policy so far is returned with `interrupted` set.
@@ -279,7 +285,12 @@ def train(
         finally:
             if isinstance(report, ProgressBar):
                 report.close()
-    return search.result(judge.min_samples, interrupted)
+        result = search.result(judge.min_samples, interrupted)
+        if compare_rounds and not interrupted:
+            named = compare.policies(graph, settings.budget, settings.device, result.policy)
+            timer = judge if isinstance(judge, MeasuredFitness) else None
+            result.comparison = compare.compare(graph, named, settings.budget, settings.device, timer, compare_rounds)
+    return result
 
 
 @contextmanager
