@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from scipy.stats import binom
 
 from .policy import Policy
 from .runtime import enable
@@ -31,6 +32,14 @@ class Measurement:
             return (max(self.samples) - min(self.samples)) / 2 / self.median
         q = statistics.quantiles(self.samples, n=4)
         return (q[2] - q[0]) / 2 / self.median
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """A distribution-free confidence interval of the median: the order statistics
+        that a Binomial(n, 1/2) count of samples below the true median straddles with
+        probability `confidence` (the extremes when there are too few samples for it)."""
+        ordered = sorted(self.samples)
+        below = int(binom.ppf((1 - confidence) / 2, len(ordered), 0.5))
+        return ordered[max(below - 1, 0)], ordered[min(len(ordered) - below, len(ordered) - 1)]
 
     def __str__(self) -> str:
         return f"{self.median * 1e3:.2f} ms ±{self.spread:.1%} ({len(self.samples)} runs)"
