@@ -8,7 +8,7 @@ namespace torch_tier {
 DramBackend::~DramBackend() { set_caching(false); }
 
 void* DramBackend::allocate(size_t bytes) noexcept {
-  if (bytes >= kCachedMin) {
+  if (bytes >= kCachedMin && caching_.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (FreeBlock** link = &bins_[bin_of(bytes)]; *link; link = &(*link)->next) {
       if (FreeBlock* block = *link; block->bytes == bytes) {
@@ -23,7 +23,7 @@ void* DramBackend::allocate(size_t bytes) noexcept {
 }
 
 void DramBackend::deallocate(void* ptr, size_t bytes) noexcept {
-  if (bytes >= kCachedMin) {
+  if (bytes >= kCachedMin && caching_.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (caching_ && bytes <= capacity_) {
       if (cached_ + bytes > capacity_) empty_locked();

@@ -12,6 +12,7 @@
 // allocation of that size.
 #pragma once
 #include <array>
+#include <atomic>
 #include <mutex>
 
 #include "backend.h"
@@ -51,7 +52,7 @@ class DramBackend final : public Backend {
   std::array<FreeBlock*, kBins> bins_{};
   size_t cached_ = 0;
   size_t capacity_ = kDefaultCacheCapacity;
-  bool caching_ = false;
+  std::atomic<bool> caching_{false};  // read unlocked first: off, the hot path takes no lock
 };
 
 }  // namespace torch_tier
