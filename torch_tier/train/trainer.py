@@ -63,7 +63,7 @@ class Generation:
     """One generation's outcome: latencies in seconds, totals so far."""
 
     index: int
-    best: float  # the best latency found so far
+    best: float  # the best latency found so far (measured: its median over all its runs so far)
     median: float  # median latency of this generation's placements
     evaluations: int
     wall_time: float
@@ -93,7 +93,9 @@ class TrainResult:
         axes = figure.add_subplot()
         evaluations = [g.evaluations for g in self.history]
         axes.plot(evaluations, [g.median * 1e3 for g in self.history], color="0.6", label="generation median")
-        axes.plot(evaluations, [g.best * 1e3 for g in self.history], color="C0", label="best so far")
+        measured = self.policy.metadata["fitness"] == "measured"
+        label = "best so far" + (" (median of all its runs: re-timing can raise it)" if measured else "")
+        axes.plot(evaluations, [g.best * 1e3 for g in self.history], color="C0", label=label)
         for i, (name, seconds) in enumerate((references or {}).items()):
             axes.axhline(seconds * 1e3, color=f"C{i + 1}", linestyle="--", linewidth=1, label=name)
         axes.set_xlabel("evaluations")
