@@ -7,7 +7,7 @@ rules and low-level PPO. Each entry is the mean return with its 95% interval
 over independent runs; run r trains every agent from seed r and evaluates
 every policy on the same episodes of that run (see torch_tier.fit.evaluate).
 
-    nice -n 10 .venv/bin/python benchmarks/fit.py            # 13 to 25 min on 2 shared cores
+    nice -n 10 .venv/bin/python benchmarks/fit.py            # about 26 min with --jobs 1, 13 to 25 with 2
     nice -n 10 .venv/bin/python benchmarks/fit.py --quick    # a few minutes, not the acceptance
 
 Prints markdown and writes it to benchmarks/results/fit.md (full run only).
@@ -122,7 +122,7 @@ def targets(means: dict) -> str:
     return "\n".join(lines)
 
 
-def report(means: dict, seconds: dict, runs: int, episodes: int, quick: bool, wall: float) -> str:
+def report(means: dict, seconds: dict, runs: int, episodes: int, quick: bool, wall: float, workers: int) -> str:
     agent_time = ", ".join(
         f"{name} {np.mean([s for (t, g, n), s in seconds.items() if n == name]) / runs:.0f} s"
         for name in (*HIGH_AGENTS, "ppo")
@@ -133,13 +133,13 @@ def report(means: dict, seconds: dict, runs: int, episodes: int, quick: bool, wa
 `benchmarks/fit.py{' --quick' if quick else ''}`: {runs} independent runs x {episodes} evaluation
 episodes ({10 * episodes} at page 10); mean return and 95% Student-t interval over the run means. Return =
 0.1 per served allocation (horizon {2 * HIGH_OPTIONS['page_size']} allocations at page 256, 20 at page 10).
-Wall time {wall / 60:.1f} min on 2 shared cores; training + evaluation per run: {agent_time}.
+Wall time {wall / 60:.1f} min with {workers} worker process(es) on 2 shared cores; training + evaluation per run: {agent_time}.
 
-## Page 256, history 10: fixed rules, oracle, DQN [32, 32], linear Q (9 hand features)
+## Page 256, history 10: fixed rules, oracle, DQN ([32, 32] scoring each action's effect), linear Q (9 hand features)
 
 {high_table(means)}
 
-## Page 10, random requests (sizes 1..5): fixed rules and low-level PPO (greedy)
+## Page 10, random requests (sizes 1..5): fixed rules and low-level PPO (greedy, invalid addresses masked)
 
 {low_table(means)}
 
@@ -170,7 +170,7 @@ def main() -> None:
     with Pool(args.jobs) as pool:
         results = pool.starmap(job, jobs(runs, episodes, args.quick), chunksize=1)
     means, seconds = collect(results)
-    text = report(means, seconds, runs, episodes, args.quick, time.time() - start)
+    text = report(means, seconds, runs, episodes, args.quick, time.time() - start, args.jobs)
     print(text)
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
