@@ -294,6 +294,24 @@ def test_dqn_scores_same_placements_equally_and_keeps_best_fit_within_the_margin
     assert policy.act(obs, {}) == 0
 
 
+def test_margin_is_chosen_on_validation_episodes_ties_to_the_larger() -> None:
+    """A scorer valuing every action alike keeps best fit at every margin: a tie, so the
+    most conservative margin; one that always prefers first fit wants the smallest."""
+    env = FitEnv(generator="random", page_size=32, history=2)
+    obs, _ = env.reset(seed=0)
+    policy = dqn.DQNPolicy(dqn.EffectScorer(32, len(obs), (8,)), env.scale, margin=0.0)
+    policy.values = lambda obs: torch.zeros(3)
+    assert dqn.choose_margin(policy, env, episodes=3, seed=0) == max(dqn.MARGINS)
+    returns = {}
+    for margin in dqn.MARGINS:  # first fit by a value gap between the smallest and the next margin
+        policy.margin = margin
+        policy.values = lambda obs: torch.tensor([0.35, 0.0, 0.0])
+        returns[margin] = evaluate(policy, {"generator": "random", "page_size": 32, "history": 2}, 3,
+                                   dqn.VALIDATION_SEED).mean()
+    chosen = dqn.choose_margin(policy, env, episodes=3, seed=0)
+    assert returns[chosen] == max(returns.values())
+
+
 def test_ppo_masks_addresses_that_cannot_hold_the_request() -> None:
     env = FitEnv(scripted(("alloc", 0, 3)), page_size=10, actions="low")
     obs = np.array([0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 3], np.float32)  # free: 0-2, 4-7, 9; request 3

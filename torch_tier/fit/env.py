@@ -29,6 +29,7 @@ every live block, for the hand features of linear Q-learning).
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -126,3 +127,26 @@ class FitEnv(gym.Env):
             "segment": self.request.segment,
             "blocks": dict(self.blocks),
         }
+
+
+class Policy(Protocol):
+    """What every fixed rule, oracle and trained agent offers: the action space it
+    needs ("high" or "low"), a reset at each episode's start, and an action per step."""
+
+    actions: str
+
+    def reset(self) -> None: ...
+
+    def act(self, obs: np.ndarray, info: dict) -> int: ...
+
+
+def run_episode(env: FitEnv, policy: Policy, seed: int) -> float:
+    """The return of one episode of `policy`, from `env.reset(seed=seed)`."""
+    obs, info = env.reset(seed=seed)
+    policy.reset()
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
+        total += reward
+        done = terminated or truncated
+    return total

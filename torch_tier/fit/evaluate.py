@@ -15,38 +15,16 @@ means, so it shows the spread between training runs.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 from scipy import stats
 
 from . import dqn, linear_q, ppo
-from .env import FitEnv
+from .env import FitEnv, Policy, run_episode
 from .rules import OraclePolicy, RulePolicy
 
 BASELINES = ("first", "best", "worst", "next")
 AGENTS = ("dqn", "linear-q", "ppo")
 EVAL_SEED = 10_000
-
-
-class Policy(Protocol):
-    actions: str
-
-    def reset(self) -> None: ...
-
-    def act(self, obs: np.ndarray, info: dict) -> int: ...
-
-
-def run_episode(env: FitEnv, policy: Policy, seed: int) -> float:
-    """The return of one episode of `policy`, from `env.reset(seed=seed)`."""
-    obs, info = env.reset(seed=seed)
-    policy.reset()
-    total, done = 0.0, False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
-        total += reward
-        done = terminated or truncated
-    return total
 
 
 def evaluate(policy: Policy, env_options: dict, episodes: int, seed: int) -> np.ndarray:

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import dqn
-from .env import FitEnv
-from .evaluate import Policy, run_episode
+from .env import FitEnv, Policy, run_episode
 from .generators import Request
 from .trace import TraceEvent, peak_live_bytes, trace_to_cells
 
