@@ -28,13 +28,13 @@ def main() -> None:
     model, inputs = work.model, work.inputs
     print(f"{work.name}: {work.description}")
 
-    graph = torch_tier.capture(model, inputs, name=work.name)
+    graph = torch_tier.capture(model, inputs, name=work.name, repeats=20)
     budget = baselines.dram_budget(graph, "25%")
     print(f"captured {len(graph.nodes)} nodes; all-DRAM footprint "
           f"{graph.footprint(graph.policy())['dram'] / 2**20:.0f} MiB, budget {budget / 2**20:.0f} MiB\n")
 
     result = torch_tier.train(model, inputs, dram_budget=budget, pm=f"sim:{DEVICE}", fitness="measured",
-                              evaluations=150, graph=graph, seed=0, compare_rounds=3)
+                              evaluations=150, graph=graph, seed=0, compare_rounds=10)
     policy = result.policy
     policy.save(OUT / "resnet50-25.json")
     result.save_plot(OUT / "resnet50-25.png")
