@@ -1,5 +1,7 @@
 """capture(): nodes, bytes, lifetimes, edges; footprints; the cost model and the simulated tier."""
 
+import statistics
+
 import pytest
 import torch
 
@@ -111,10 +113,16 @@ def test_cost_model_is_linear_and_slower_on_pm(bert_graph):
 
 
 def test_simulated_tier_spins_out_the_extra(bert_graph, one_thread):
-    """The sim tier adds about the cost model's extra time (timing on a shared machine: a loose band)."""
-    model, x, g = bert_graph
-    all_pm = g.policy([tt.Placement("pm", "pm")] * len(g.nodes))
-    extra = simulate.predict(g, all_pm, "optane-100-1dimm") - g.base_time
-    slow = measure(model, x, all_pm, pm="sim:optane-100-1dimm", repeats=15).median
-    fast = measure(model, x, all_pm, pm="sim:dram", repeats=15).median  # same tier, no delay
-    assert 0.7 * extra < slow - fast < 1.6 * extra
+    """The sim tier adds about the cost model's extra time. Timing on a shared machine:
+    a loose band, and the median over rounds that each time the slow and the
+    delay-free tier right after a fresh capture, so that drifts hit all three alike."""
+    model, x, _ = bert_graph
+    ratios = []
+    for _ in range(5):
+        g = graph.capture(model, x, repeats=10)
+        all_pm = g.policy([tt.Placement("pm", "pm")] * len(g.nodes))
+        extra = simulate.predict(g, all_pm, "optane-100-1dimm") - g.base_time
+        slow = measure(model, x, all_pm, pm="sim:optane-100-1dimm", repeats=10).median
+        fast = measure(model, x, all_pm, pm="sim:dram", repeats=10).median  # same tier, no delay
+        ratios.append((slow - fast) / extra)
+    assert 0.7 < statistics.median(ratios) < 1.6, f"spun / predicted extra per round: {ratios}"

@@ -146,12 +146,15 @@ class _Meter:
         extra = 0.0
         if self.cost is not None:
             extra = self._extra(own_ns * 1e-9, frame, allocated, module, weights, args, kwargs)
-            # Owed delay is paid in spins of at least SPIN_QUANTUM. A spin's own
-            # overrun is credited to the next (at most one quantum: a spin stretched
-            # by preemption must not cancel later ones); each forward starts afresh.
+            # Owed delay is paid in spins of at least SPIN_QUANTUM, each timed from
+            # here so that the call's own cost counts as paid. A spin's overrun is
+            # credited to the next (at most one quantum: a spin stretched by
+            # preemption must not cancel later ones); each forward starts afresh.
             _local.debt += extra
             if _local.debt >= SPIN_QUANTUM or (not stack and _local.debt > 0):
-                _local.debt = max(_local.debt - _C.spin(_local.debt), -SPIN_QUANTUM)
+                start = time.perf_counter()
+                _C.spin(_local.debt)
+                _local.debt = max(_local.debt - (time.perf_counter() - start), -SPIN_QUANTUM)
         elapsed = time.perf_counter_ns() - frame.start_ns
         if stack:
             parent = stack[-1]
