@@ -5,8 +5,6 @@
 
 namespace torch_tier {
 
-DramBackend::~DramBackend() { set_caching(false); }
-
 void* DramBackend::allocate(size_t bytes) noexcept {
   if (bytes >= kCachedMin && caching_.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -24,7 +24,6 @@ class DramBackend final : public Backend {
   static constexpr size_t kCachedMin = size_t{64} << 10;  // smaller blocks stay in malloc's bins anyway
   static constexpr size_t kDefaultCacheCapacity = size_t{1} << 30;
 
-  ~DramBackend() override;
   void* allocate(size_t bytes) noexcept override;
   void deallocate(void* ptr, size_t bytes) noexcept override;
   std::string describe() const override { return "dram"; }

@@ -107,10 +107,29 @@ def _allocated() -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class _Weights:
-    """A metered node's own weights: their bytes, and whether they are in pm."""
+    """A metered node's own weights: their bytes, whether they are in pm, and for a
+    module that reads them whole every call, its (DRAM seconds, pm extra) computed once."""
 
     bytes: int
     pm: bool
+    fixed: tuple[float, float] | None = None
+
+    @classmethod
+    def of(cls, module: torch.nn.Module, tensors: list[torch.Tensor], cost: simulate.CostModel | None) -> "_Weights":
+        nbytes = sum(t.untyped_storage().nbytes() for t in tensors)
+        pm = any(tiers.tier_of(t) == "pm" for t in tensors)
+        if cost is None or simulate.is_sparse(module):
+            return cls(nbytes, pm)
+        stream = simulate.Stream(nbytes)
+        return cls(nbytes, pm, (cost.in_dram(stream), cost.extra(stream) if pm else 0.0))
+
+    def seconds(self, cost: simulate.CostModel, module: torch.nn.Module, args: tuple,
+                kwargs: dict) -> tuple[float, float]:
+        """This call's weight reads: (seconds in DRAM, extra seconds if in pm)."""
+        if self.fixed is not None:
+            return self.fixed
+        stream = simulate.weight_stream(module, self.bytes, args, kwargs)
+        return cost.in_dram(stream), cost.extra(stream) if self.pm else 0.0
 
 
 class _Meter:
@@ -168,11 +187,9 @@ class _Meter:
         """The call's simulated extra (torch_tier.simulate): its own writes, its inputs, its weights."""
         cost = self.cost
         writes = [a - c for a, c in zip(allocated, frame.child_allocated)]
-        stream = simulate.weight_stream(module, weights.bytes, args, kwargs)
-        dram = cost.dram_write(sum(writes)) + cost.dram_read(sum(frame.input_bytes)) + cost.in_dram(stream)
-        pm_extra = cost.write_extra(writes[tiers.PM]) + cost.read_extra(frame.input_bytes[tiers.PM])
-        if weights.pm:
-            pm_extra += cost.extra(stream)
+        weight_dram, weight_extra = weights.seconds(cost, module, args, kwargs)
+        dram = cost.dram_write(sum(writes)) + cost.dram_read(sum(frame.input_bytes)) + weight_dram
+        pm_extra = cost.write_extra(writes[tiers.PM]) + cost.read_extra(frame.input_bytes[tiers.PM]) + weight_extra
         return simulate.overlapped(pm_extra, own, dram)
 
 
@@ -242,8 +259,7 @@ class Session:
             if path and path not in self.policy.nodes:
                 continue
             tier = tiers.TIER_NAMES.index(placements[path].activation)
-            weights = _Weights(sum(t.untyped_storage().nbytes() for t in owned[path]),
-                               any(tiers.tier_of(t) == "pm" for t in owned[path]))
+            weights = _Weights.of(module, owned[path], meter.cost)
 
             def pre(m, args, kwargs, tier=tier, leaf=next(module.children(), None) is None):
                 meter.enter(m, tier, leaf, args, kwargs)
