@@ -164,6 +164,7 @@ class GraphCosts:
     read_dst: np.ndarray  # the reader,
     read: np.ndarray  # and the reader's extra when the producer's activations are in pm
     compute: np.ndarray  # (nodes,) max(0, own time - time of all its traffic in DRAM)
+    base_time: float  # the graph's seconds per forward, all DRAM
 
     def linear(self, placement: np.ndarray) -> np.ndarray:
         """Each node's slow-tier extra before overlap, for a (nodes, 2) array of
@@ -177,6 +178,10 @@ class GraphCosts:
         """Each node's extra seconds per forward under `placement`."""
         linear = self.linear(placement)
         return linear - np.minimum(OVERLAP * linear, self.compute)
+
+    def latency(self, placement: np.ndarray) -> float:
+        """Seconds per forward under `placement`: the all-DRAM time plus every node's extra."""
+        return self.base_time + float(self.extras(placement).sum())
 
 
 def graph_costs(graph: "TierGraph", device: str = "optane-100") -> GraphCosts:
@@ -195,6 +200,7 @@ def graph_costs(graph: "TierGraph", device: str = "optane-100") -> GraphCosts:
         read_dst=np.array([e.dst for e in edges], dtype=int),
         read=np.array([cost.read_extra(e.bytes) for e in edges]),
         compute=np.maximum(0.0, own - dram),
+        base_time=graph.base_time,
     )
 
 
@@ -204,11 +210,6 @@ def placement_array(graph: "TierGraph", policy: "Policy") -> np.ndarray:
     return np.array([[p.weight == "pm", p.activation == "pm"] for p in places], dtype=np.int8).reshape(-1, 2)
 
 
-def node_extras(graph: "TierGraph", policy: "Policy", device: str = "optane-100") -> list[float]:
-    """Extra seconds per forward that each node of `graph` pays under `policy` on `device`."""
-    return graph_costs(graph, device).extras(placement_array(graph, policy)).tolist()
-
-
 def predict(graph: "TierGraph", policy: "Policy", device: str = "optane-100") -> float:
     """Seconds per forward under `policy`: the all-DRAM time plus every node's slow-tier extra."""
-    return graph.base_time + sum(node_extras(graph, policy, device))
+    return graph_costs(graph, device).latency(placement_array(graph, policy))

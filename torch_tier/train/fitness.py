@@ -28,7 +28,7 @@ import torch
 
 from ..graph import TierGraph
 from ..measure import Measurement
-from ..simulate import predict
+from ..simulate import graph_costs, predict
 from .space import PlacementSpace
 from .workers import Job, WorkerPool
 
@@ -69,20 +69,21 @@ class Scores:
 
 
 class ModelFitness:
-    """Predicted latency on the cost model of `device`."""
+    """Predicted latency on the cost model of `device` (its terms computed once per run)."""
 
     min_samples = 1
 
     def __init__(self, space: PlacementSpace, device: str):
         self.space = space
         self.device = device
+        self.costs = graph_costs(space.graph, device)
 
     def evaluate(self, placements: list[np.ndarray], scores: Scores, spare: int) -> int:
         """Score each placement (predicted once, looked up after); returns the evaluations used.
         (`spare`, the evaluations allowed beyond the placements, is for the measured kind.)"""
         for placement in placements:
             if PlacementSpace.key(placement) not in scores.samples:
-                scores.add(placement, [predict(self.space.graph, self.space.policy(placement), self.device)])
+                scores.add(placement, [self.costs.latency(self.space.clean(placement))])
         return len(placements)
 
     def compare(self, placements: dict[str, np.ndarray], rounds: int) -> dict[str, list[float]]:
