@@ -116,13 +116,6 @@ def _metadata(found_by: str, limit: int, device: str, **extra: object) -> dict[s
     return {"found_by": found_by, "dram_budget": limit, "device": device, **extra}
 
 
-def _item_placement(graph: TierGraph, item: Item) -> np.ndarray:
-    """The (nodes, 2) placement array with `item` alone in PM."""
-    placement = np.zeros((len(graph.nodes), 2), dtype=np.int8)
-    placement[item[0], 0 if item[1] == "weight" else 1] = 1
-    return placement
-
-
 def item_costs(graph: TierGraph, device: str = DEFAULT_DEVICE) -> dict[Item, float]:
     """Extra seconds per forward that each item costs on `device` when it alone is in PM.
 
@@ -130,7 +123,9 @@ def item_costs(graph: TierGraph, device: str = DEFAULT_DEVICE) -> dict[Item, flo
     node, less of it may hide behind the node's computation.
     """
     costs = graph_costs(graph, device)
-    return {item: float(costs.extras(_item_placement(graph, item)).sum()) for item in items(graph)}
+    terms = costs.terms()  # columns in the order of items(graph)
+    alone = (terms - np.minimum(OVERLAP * terms, costs.compute[:, None])).sum(axis=0)
+    return dict(zip(items(graph), alone.tolist()))
 
 
 def _fill(graph: TierGraph, order: Iterable[Item], limit: int) -> set[Item]:
@@ -288,7 +283,7 @@ def optimal(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE,
         for node, nbytes in held.items():
             rows[r, n + node] = nbytes
     costs = graph_costs(graph, device)
-    linear = np.stack([costs.linear(_item_placement(graph, item)) for item in decisions], axis=1)  # (nodes, items)
+    linear = costs.terms()  # (nodes, items), items in the order of decisions
     unit = max(linear.max(), 1e-12)  # seconds -> shares of the largest term, for the solver's tolerances
     pays_all = np.hstack([-linear / unit, np.eye(n)])  # e_i - L_i >= -c_i
     pays_share = np.hstack([-(1 - OVERLAP) * linear / unit, np.eye(n)])  # e_i - (1 - OVERLAP) L_i >= 0

@@ -174,6 +174,16 @@ class GraphCosts:
         np.add.at(out, self.read_dst, self.read * activations[self.read_src])
         return out
 
+    def terms(self) -> np.ndarray:
+        """(nodes, 2 * nodes): what each decision alone in pm adds to each node's extra before
+        overlap; decisions are every node's weights, then every node's activations."""
+        n = len(self.weight)
+        out = np.zeros((n, 2 * n))
+        out[np.arange(n), np.arange(n)] = self.weight
+        out[np.arange(n), n + np.arange(n)] = self.write
+        np.add.at(out, (self.read_dst, n + self.read_src), self.read)
+        return out
+
     def extras(self, placement: np.ndarray) -> np.ndarray:
         """Each node's extra seconds per forward under `placement`."""
         linear = self.linear(placement)
