@@ -6,7 +6,8 @@ for each request, so a slow tier's fixed-size arena fragments less.
 - `generators`: request streams (random, bf-good, wf-good, mixed, trace:PATH).
 - `trace`: the allocation trace file format and its scaling to cells.
 - `rules`: first / best / worst / next fit and the segment-aware oracle.
-- `dqn`, `linear_q`, `ppo`: the agents, one file per algorithm.
+- `dqn`, `linear_q`, `ppo`: the agents, one file per algorithm; none imports another.
+- `agent_kit`: what the agents share (seeding, epsilon schedule, MLPs).
 - `evaluate`: rollouts, comparisons over independent runs, 95% intervals.
 - `cli`: the `torch-tier fit` subcommand.
 

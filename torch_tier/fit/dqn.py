@@ -36,19 +36,15 @@ Plain torch, one file, in the style of CleanRL.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from .agent_kit import epsilon, mlp, seed_everything
 from .env import FitEnv, run_episode
 from .rules import HIGH_LEVEL_RULES, free_blocks
-
-if TYPE_CHECKING:
-    from .linear_q import LinearQConfig
 
 EFFECTS = 5
 """Numbers per action in `effects`."""
@@ -77,15 +73,6 @@ class DQNConfig:
     eps_end: float = 0.02
     eps_fraction: float = 0.4
     validation_episodes: int = 20
-
-
-def mlp(inputs: int, hidden: tuple[int, ...], outputs: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """A fully connected network with `activation` between its layers."""
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(inputs, width), activation()]
-        inputs = width
-    return nn.Sequential(*layers, nn.Linear(inputs, outputs))
 
 
 def effects(obs: np.ndarray, page_size: int) -> np.ndarray:
@@ -183,21 +170,6 @@ class DQNPolicy:
         values = self.values(obs)
         best = int(values.argmax())
         return best if values[best] > values[DEFAULT] + self.margin else DEFAULT
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed python, numpy and torch; return a numpy generator for the agent's own draws."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
-
-
-def epsilon(step: int, config: DQNConfig | LinearQConfig) -> float:
-    """Exploration rate: linear from `eps_start` to `eps_end` over the first
-    `eps_fraction` of the training steps, then constant."""
-    progress = min(1.0, step / (config.eps_fraction * config.steps))
-    return config.eps_start + progress * (config.eps_end - config.eps_start)
 
 
 def td_update(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dqn import epsilon, seed_everything
+from .agent_kit import epsilon, seed_everything
 from .env import FitEnv
 from .rules import free_blocks
 

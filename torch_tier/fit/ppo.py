@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dqn import mlp, seed_everything
+from .agent_kit import mlp, seed_everything
 from .env import FitEnv
 
 
