@@ -11,7 +11,8 @@ for each request, so a slow tier's fixed-size arena fragments less.
 - `evaluate`: rollouts, comparisons over independent runs, 95% intervals.
 - `cli`: the `torch-tier fit` subcommand.
 
-Independent of the rest of torch_tier: nothing here imports it.
+Of the rest of torch_tier, `trace` imports `lifetimes` (peak live bytes; it
+imports nothing itself) and `real` imports the recorder's replay lazily.
 """
 
 from .env import FitEnv

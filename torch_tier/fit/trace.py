@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import lifetimes
+
 FIELDS = ("op", "id", "size", "tier")
 
 
@@ -81,18 +83,24 @@ def save_trace(path: Path, events: list[TraceEvent]) -> None:
             raise ValueError(f"trace file must end in .json or .csv: {path}")
 
 
-def peak_live_bytes(events: list[TraceEvent]) -> int:
-    """The largest total size of blocks live at once."""
-    live: dict[int, int] = {}
-    peak = total = 0
-    for e in events:
+def intervals(events: list[TraceEvent]) -> list[lifetimes.Interval]:
+    """Each allocation as (start, end, size), times being event indices: live
+    from its event to its free's, or to one past the last event if never freed.
+    Frees of blocks not allocated in `events` are ignored."""
+    live: dict[int, tuple[int, int]] = {}
+    out = []
+    for time, e in enumerate(events):
         if e.op == "alloc":
-            live[e.id] = e.size
-            total += e.size
-            peak = max(peak, total)
+            live[e.id] = (time, e.size)
         elif e.id in live:
-            total -= live.pop(e.id)
-    return peak
+            start, size = live.pop(e.id)
+            out.append((start, time, size))
+    return out + [(start, len(events), size) for start, size in live.values()]
+
+
+def peak_live_bytes(events: list[TraceEvent]) -> int:
+    """The largest total size of blocks live at once: `lifetimes.peak_live_bytes` of the events' `intervals`."""
+    return lifetimes.peak_live_bytes(intervals(events))
 
 
 def trace_to_cells(
