@@ -1,7 +1,6 @@
 #include "bindings.h"
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "torch-tier's C++ core: the tiering CPU allocator and the memory planner";
+  m.doc() = "torch-tier's C++ core: the tiering CPU allocator";
   torch_tier::bind_allocator(m);
-  torch_tier::bind_planner(m);
 }

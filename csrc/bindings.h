@@ -4,5 +4,4 @@
 
 namespace torch_tier {
 void bind_allocator(pybind11::module_& m);
-void bind_planner(pybind11::module_& m);
 }  // namespace torch_tier

@@ -6,7 +6,9 @@ of time so that the arena is as small as possible. This is the problem
 MiniMalloc (seed 002) solves, and the solver in ``csrc/planner/`` implements
 its algorithm: depth-first search over canonical solutions with cross-section
 inference, dominance pruning, section decomposition and static pre-ordering,
-behind a greedy first plan. This module is its Python face:
+behind a greedy first plan, built as its own small extension
+(``torch_tier._planner``, no libtorch). This module is its Python face, and
+imports nothing of torch, so ``torch-tier plan`` starts in a fraction of a second:
 
 - ``solve(buffers, capacity=None, time_limit=...)`` returns a ``Plan``: within
   ``capacity`` if one is given, else of minimal peak. Every plan is checked
@@ -30,7 +32,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from torch_tier import _C
+from torch_tier import _planner
+from torch_tier.lifetimes import peak_live_bytes
 
 DEFAULT_TIME_LIMIT = 10.0  # seconds
 
@@ -119,11 +122,11 @@ def solve(buffers: Iterable[Buffer], capacity: int | None = None,
         raise PlanError(f"capacity must be a non-negative integer, got {capacity!r}")
     # Zero-sized buffers take no space: they sit at offset 0 and skip the solver.
     sized = [i for i, b in enumerate(buffers) if b.size > 0]
-    raw = _C.plan_offsets([int(buffers[i].lower) for i in sized],
-                          [int(buffers[i].upper) for i in sized],
-                          [int(buffers[i].size) for i in sized],
-                          [int(buffers[i].alignment) for i in sized],
-                          None if capacity is None else int(capacity), float(time_limit))
+    raw = _planner.plan_offsets([int(buffers[i].lower) for i in sized],
+                                [int(buffers[i].upper) for i in sized],
+                                [int(buffers[i].size) for i in sized],
+                                [int(buffers[i].alignment) for i in sized],
+                                None if capacity is None else int(capacity), float(time_limit))
     if not raw["found"]:
         raise NoPlanError(_no_plan_message(raw, capacity, time_limit), proven=raw["infeasible"],
                           greedy_peak=raw["greedy_peak"])
@@ -178,14 +181,7 @@ def _is_int(value: object) -> bool:
 
 def lower_bound(buffers: Sequence[Buffer]) -> int:
     """The largest sum of sizes live at one moment: no plan can peak lower."""
-    # At equal times ends come before starts: lifetimes are half-open.
-    events = sorted([(b.lower, 1, b.size) for b in buffers] +
-                    [(b.upper, 0, -b.size) for b in buffers])
-    live = best = 0
-    for _, _, delta in events:
-        live += delta
-        best = max(best, live)
-    return best
+    return peak_live_bytes((b.lower, b.upper, b.size) for b in buffers)
 
 
 def validate(plan: Plan) -> None:

@@ -1,6 +1,6 @@
-// Python bindings of the static memory planner: torch_tier._C.plan_offsets.
-#include "bindings.h"
-
+// torch_tier._planner: the static memory planner as its own small module.
+// Plain pybind11, no libtorch, so `torch-tier plan` starts without loading torch.
+#include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <optional>
@@ -9,8 +9,8 @@
 
 #include "planner/solver.h"
 
-namespace torch_tier {
 namespace py = pybind11;
+namespace planner = torch_tier::planner;
 namespace {
 
 std::vector<planner::Buffer> to_buffers(const std::vector<int64_t>& lowers,
@@ -48,7 +48,8 @@ py::dict to_dict(const planner::SolveResult& r) {
 
 }  // namespace
 
-void bind_planner(py::module_& m) {
+PYBIND11_MODULE(_planner, m) {
+  m.doc() = "torch-tier's static memory planner (MiniMalloc's algorithm)";
   m.def(
       "plan_offsets",
       [](const std::vector<int64_t>& lowers, const std::vector<int64_t>& uppers,
@@ -71,5 +72,3 @@ void bind_planner(py::module_& m) {
       "lower_bound, greedy_peak, greedy_strategy, nodes, backtracks, probes, timed_out, "
       "search_skipped, seconds). Raises ValueError on malformed buffers.");
 }
-
-}  // namespace torch_tier
