@@ -1,6 +1,11 @@
-"""The static memory planner: optimal vs brute force, valid on random inputs, clear CSV errors."""
+"""The static memory planner: optimal vs brute force, valid on random inputs, clear CSV errors,
+and a `torch-tier plan` that never imports torch."""
 
+import argparse
+import importlib
 import random
+import subprocess
+import sys
 import threading
 import time
 
@@ -8,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torch_tier import planner
+from torch_tier import cli, planner
 from torch_tier.planner import Buffer, CsvError, NoPlanError, PlanError
 
 # MiniMalloc's small example (benchmarks/examples/input.12.csv): fits exactly in 12.
@@ -202,9 +207,29 @@ def test_cli_reports_errors(tmp_path, capsys):
 
 
 def test_add_parser_registers_plan():
-    import argparse
-
     parser = argparse.ArgumentParser(prog="torch-tier")
     planner.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["plan", "x.csv", "--time-limit", "2.5"])
     assert args.func is planner.run and args.time_limit == 2.5 and args.capacity is None
+
+
+def test_plan_command_imports_no_torch(tmp_path):
+    # The planner, its extension and the CLI's way to them: torch costs seconds to import.
+    source = tmp_path / "in.csv"
+    source.write_text(EXAMPLE_12)
+    code = ("import sys, torch_tier.planner, torch_tier._planner\n"
+            "from torch_tier import cli\n"
+            f"assert cli.main(['plan', {str(source)!r}]) == 0\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_cli_table_names_what_each_module_registers():
+    # `torch-tier --help` lists the table; each module registers its subcommands only once chosen.
+    registered = {}
+    for path in dict.fromkeys(path for _, path, _ in cli.COMMANDS):
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(path).add_parser(subparsers)
+        registered.update({action.dest: (path, action.help) for action in subparsers._choices_actions})
+    assert registered == {name: (path, help_line) for name, path, help_line in cli.COMMANDS}
