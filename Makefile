@@ -24,11 +24,15 @@ memkind:
 		echo "         the memkind tiers and their tests will be skipped, the 'sim' tier works without it"; \
 	fi
 
+# Dependencies live once, in pyproject.toml: its build requirements (read with
+# tomllib), then the package with its dev and models extras. torch is pinned
+# first so that no looser requirement pulls a (multi-GB, CUDA) newer build.
 $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install setuptools wheel ninja numpy cffi psutil pyzmq scipy matplotlib gymnasium \
-		pytest hypothesis 'transformers>=4.40'
+	$(PIP) install $$($(PY) -c "import tomllib; \
+		print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'])")
+	$(PIP) install --no-build-isolation -e '.[dev,models]'
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(EXT_SOURCES)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from torch_tier import baselines, calibrate, report, zoo
-from torch_tier.graph import TierGraph, capture
+from torch_tier import baselines, host, report, zoo
+from torch_tier.graph import TierGraph
+from torch_tier.graph_capture import capture
 
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines.md"
 MODELS = {"resnet50": {"batch": 1, "image_size": 224}, "bert-base": {"batch": 1, "seq_len": 128}}
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"capturing {name} ...", file=sys.stderr)
         graph = capture(workload.model, workload.inputs, name=name, repeats=args.capture_repeats)
         sections += [section(workload, graph, budget, args) for budget in BUDGETS]
-    host = calibrate.host()
+    memory = host.host()
     command = (f"python benchmarks/baselines.py --repeats {args.repeats} --rounds {args.rounds} "
                f"--capture-repeats {args.capture_repeats} --threads {args.threads}")
     models = ", ".join(f"{name} ({', '.join(f'{k}={v}' for k, v in size.items())})" for name, size in MODELS.items())
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Baselines on sim:{args.device}",
         "",
         f"`{command}` on {platform.node()} ({torch.get_num_threads()} intra-op thread(s), torch {torch.__version__}, "
-        f"host DRAM {host.read_bw_gbs:.1f}/{host.write_bw_gbs:.1f} GB/s read/write), {time.strftime('%Y-%m-%d')}, "
+        f"host DRAM {memory.read_bw_gbs:.1f}/{memory.write_bw_gbs:.1f} GB/s read/write), {time.strftime('%Y-%m-%d')}, "
         f"{time.perf_counter() - start:.0f} s. Models: {models}. Measured: median of the repeats (± half the "
         "interquartile range over the median); slowdowns are against the all-DRAM row, which ignores the budget.",
         "",

@@ -36,7 +36,7 @@ import torch
 
 import torch_tier as tt
 from torch_tier import arenas, baselines, zoo
-from torch_tier.train import TrainResult, train
+from torch_tier.trainer import TrainResult, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DRAM_GIB, PM_GIB = 16, 128

@@ -36,14 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_tier import baselines, calibrate, predict, zoo
-from torch_tier.graph import TierGraph, capture
-from torch_tier.train import train
-from torch_tier.train.budget import Budget
-from torch_tier.train.chromosome import Chromosome
-from torch_tier.train.compare import compare, policies, table
-from torch_tier.train.fitness import measured
-from torch_tier.train.space import PlacementSpace
+from torch_tier import baselines, host, predict, zoo
+from torch_tier.graph import TierGraph
+from torch_tier.graph_capture import capture
+from torch_tier.trainer import train
+from torch_tier.trainer.budget import Budget
+from torch_tier.trainer.chromosome import Chromosome
+from torch_tier.trainer.compare import compare, policies, table
+from torch_tier.trainer.fitness import measured
+from torch_tier.trainer.space import PlacementSpace
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET = "25%"  # of the measured part
@@ -171,13 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             sections += [model_fitness(name, graph, workload, budget, args) for budget in budgets]
     if not args.skip_measured:
         sections.append(measured_fitness(args))
-    host = calibrate.host()
+    memory = host.host()
     header = [
         "## The trainer against the baselines",
         "",
         f"`python benchmarks/train.py --evaluations {args.evaluations} --timed {args.timed} --rounds {args.rounds} "
         f"--threads {args.threads}` on {platform.node()} (2 cores shared with other jobs, {args.threads} intra-op "
-        f"thread(s), torch {torch.__version__}, host DRAM {host.read_bw_gbs:.1f}/{host.write_bw_gbs:.1f} GB/s), "
+        f"thread(s), torch {torch.__version__}, host DRAM {memory.read_bw_gbs:.1f}/{memory.write_bw_gbs:.1f} GB/s), "
         f"{time.strftime('%Y-%m-%d')}, {time.perf_counter() - start:.0f} s in all. Latencies per inference, "
         f"batch 1. Curves: benchmarks/results/train.*.png.",
         "",

@@ -43,6 +43,11 @@ Fn* fn_at(uintptr_t address) {
 }  // namespace
 
 void bind_allocator(py::module_& m) {
+  // The tier indices as the allocator numbers them; torch_tier.tiers must agree (tested).
+  py::dict tiers;
+  tiers["dram"] = static_cast<int>(kDram);
+  tiers["pm"] = static_cast<int>(kPm);
+  m.attr("TIERS") = tiers;
   m.def("enable_sim", [](size_t capacity, const std::string& fit, bool error_on_full) {
     auto* arena = new ArenaBackend(capacity, parse_fit(fit));
     TieringAllocator::instance().enable(arena, error_on_full);

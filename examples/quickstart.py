@@ -15,7 +15,7 @@ import torch
 
 import torch_tier
 from torch_tier import baselines, zoo
-from torch_tier.train import compare
+from torch_tier.trainer import compare
 
 OUT = Path(__file__).resolve().parent / "output"
 DEVICE = "optane-100"

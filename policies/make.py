@@ -26,7 +26,7 @@ import torch
 
 import torch_tier
 from torch_tier import baselines, zoo
-from torch_tier.train import compare
+from torch_tier.trainer import compare
 
 HERE = Path(__file__).resolve().parent
 PM = "sim:optane-100"

@@ -6,7 +6,7 @@ from dataclasses import fields, replace
 
 import pytest
 
-from torch_tier import calibrate, devices
+from torch_tier import devices, host
 
 SLOW_TIERS = ["optane-100", "optane-100-1dimm", "cxl"]
 
@@ -40,7 +40,7 @@ def test_unknown_profile_lists_known_ones():
         devices.load("optane-300")
 
 
-HOST = calibrate.HostMemory(
+HOST = devices.HostMemory(
     read_bw_gbs=20.0, write_bw_gbs=10.0, latency_ns=150.0,
     buffer_bytes=1 << 28, machine="test", measured_at="2025-01-01T00:00:00+00:00",
 )  # fmt: skip
@@ -65,35 +65,35 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def test_calibration_is_plausible_and_cached(cache_dir, monkeypatch):
-    mem = calibrate.host()
+    mem = host.host()
     assert 1 < mem.read_bw_gbs < 1000 and 1 < mem.write_bw_gbs < 1000
     assert 20 < mem.latency_ns < 2000
-    assert calibrate.cache_path() == cache_dir / "host.json"
+    assert host.cache_path() == cache_dir / "host.json"
     assert json.loads((cache_dir / "host.json").read_text())["latency_ns"] == mem.latency_ns
 
     def no_measure():
         raise AssertionError("measured again despite a valid cache")
 
-    monkeypatch.setattr(calibrate, "measure", no_measure)
-    assert calibrate.host() == mem
+    monkeypatch.setattr(host, "measure", no_measure)
+    assert host.host() == mem
 
 
 def test_calibration_remeasures_when_asked_or_cache_is_not_this_machines(cache_dir, monkeypatch):
     fresh = replace(HOST, machine="this")
-    monkeypatch.setattr(calibrate, "measure", lambda: fresh)
-    monkeypatch.setattr(calibrate.platform, "node", lambda: "this")
+    monkeypatch.setattr(host, "measure", lambda: fresh)
+    monkeypatch.setattr(host.platform, "node", lambda: "this")
     (cache_dir / "host.json").write_text(json.dumps({**HOST.__dict__, "machine": "other"}))
-    assert calibrate.host() == fresh
+    assert host.host() == fresh
     (cache_dir / "host.json").write_text("{not json")
-    assert calibrate.host() == fresh
-    assert calibrate.host(recalibrate=True) == fresh
+    assert host.host() == fresh
+    assert host.host(recalibrate=True) == fresh
 
 
-def test_calibrate_command_prints_every_scaled_profile(cache_dir, monkeypatch, capsys):
-    monkeypatch.setattr(calibrate, "measure", lambda: HOST)
+def test_host_command_prints_every_scaled_profile(cache_dir, monkeypatch, capsys):
+    monkeypatch.setattr(host, "measure", lambda: HOST)
     parser = argparse.ArgumentParser(prog="torch-tier")
-    calibrate.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["calibrate", "--recalibrate"])
+    host.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["host", "--recalibrate"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "150.0 ns" in out

@@ -1,13 +1,13 @@
 """capture(): nodes, bytes, lifetimes, edges; footprints; the cost model and the simulated tier."""
 
-import statistics
-
+import numpy as np
 import pytest
 import torch
 
 import torch_tier as tt
-from torch_tier import graph, simulate, zoo
-from torch_tier.measure import measure
+from torch_tier import cost_model, graph, zoo
+from torch_tier.graph import Stream
+from torch_tier.graph_capture import capture
 
 
 class Twice(torch.nn.Module):
@@ -31,12 +31,12 @@ def bert_graph():
     from conftest import small_bert
 
     model, x = small_bert()
-    return model, x, graph.capture(model, x, repeats=3)
+    return model, x, capture(model, x, repeats=3)
 
 
 def test_cnn_nodes_in_execution_order(cnn):
     model, x = cnn
-    g = graph.capture(model, x, repeats=3)
+    g = capture(model, x, repeats=3)
     assert [n.path for n in g.nodes] == ["", "0", "1", "2", "3", "4", "5", "6", "7"]
     assert all(n.calls == 1 for n in g.nodes)
     params = sum(t.untyped_storage().nbytes() for t in list(model.parameters()) + list(model.buffers()))
@@ -60,7 +60,7 @@ def test_bert_attention_code_is_a_node(bert_graph):
 def test_repeated_and_shared_modules():
     model = Twice().eval()
     ids = torch.randint(0, 50, (4, 8))
-    g = graph.capture(model, ids, repeats=2)
+    g = capture(model, ids, repeats=2)
     nodes = {n.path: n for n in g.nodes}
     assert nodes["block.0"].calls == 2 and nodes["block.1"].calls == 2
     assert nodes[""].alloc_bytes >= 4 * 8 * 16 * 4  # the root's own sum
@@ -72,7 +72,7 @@ def test_repeated_and_shared_modules():
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_decoders_capture(name):
     work = zoo.build(name, seq_len=16, width=1 / 6, depth=1 / 6)
-    g = graph.capture(work.model, work.inputs, repeats=1)
+    g = capture(work.model, work.inputs, repeats=1)
     assert len(g.nodes) > 10 and g.edges and g.buffers
     with tt.enable(g.policy([tt.Placement("pm", "pm")] * len(g.nodes)), work.model, pm="sim"):
         pass  # the graph's nodes are a valid policy for the model
@@ -80,7 +80,7 @@ def test_decoders_capture(name):
 
 def test_save_load_round_trip(cnn, tmp_path):
     model, x = cnn
-    g = graph.capture(model, x, repeats=1)
+    g = capture(model, x, repeats=1)
     g.save(tmp_path / "g.json")
     assert graph.TierGraph.load(tmp_path / "g.json") == g
     (tmp_path / "bad.json").write_text("{}")
@@ -99,30 +99,27 @@ def test_footprint(bert_graph):
     assert weights_pm["pm"] == weights and weights_pm["dram"] == all_dram["dram"] - weights
 
 
-def test_cost_model_is_linear_and_slower_on_pm(bert_graph):
+def test_cost_model_prices_streams_by_the_device_figures():
+    cost = cost_model.cost_model("optane-100")
+    pm, dram = cost.pm, cost.dram
+    mib = 1 << 20
+    assert cost.write_extra(mib) == pytest.approx(mib / (pm.write_bw_gbs * 1e9) - mib / (dram.write_bw_gbs * 1e9))
+    assert cost.read_extra(mib) == pytest.approx(mib / (pm.read_bw_gbs * 1e9) - mib / (dram.read_bw_gbs * 1e9))
+    # 1000 random 64-byte rows: each moves a whole access granule and pays latency, MEMORY_PARALLELISM in flight
+    rows = Stream(64 * 1000, accesses=1000, random=True)
+    moved = 1000 * max(64, pm.granularity_bytes)
+    in_pm = moved / (pm.read_bw_gbs * 1e9) + 1000 * pm.rand_latency_ns * 1e-9 / cost_model.MEMORY_PARALLELISM
+    assert cost.seconds(rows, pm) == pytest.approx(in_pm)
+
+
+def test_overlap_hides_at_most_its_share_of_the_extra(bert_graph):
     _, _, g = bert_graph
-    cost = simulate.cost_model("optane-100")
-    assert cost.write_extra(2 << 20) == pytest.approx(2 * cost.write_extra(1 << 20))
-    assert cost.write_extra(1 << 20) > cost.read_extra(1 << 20) > 0  # Optane writes are slower
-    assert simulate.predict(g, g.policy()) == g.base_time
-    n = len(g.nodes)
-    weights = simulate.predict(g, g.policy([tt.Placement("pm", "dram")] * n))
-    both = simulate.predict(g, g.policy([tt.Placement("pm", "pm")] * n))
-    assert g.base_time < weights < both
-    assert simulate.predict(g, g.policy([tt.Placement("pm", "pm")] * n), "optane-100-1dimm") > both
-
-
-def test_simulated_tier_spins_out_the_extra(bert_graph, one_thread):
-    """The sim tier adds about the cost model's extra time. Timing on a shared machine:
-    a loose band, and the median over rounds that each time the slow and the
-    delay-free tier right after a fresh capture, so that drifts hit all three alike."""
-    model, x, _ = bert_graph
-    ratios = []
-    for _ in range(5):
-        g = graph.capture(model, x, repeats=10)
-        all_pm = g.policy([tt.Placement("pm", "pm")] * len(g.nodes))
-        extra = simulate.predict(g, all_pm, "optane-100-1dimm") - g.base_time
-        slow = measure(model, x, all_pm, pm="sim:optane-100-1dimm", repeats=10).median
-        fast = measure(model, x, all_pm, pm="sim:dram", repeats=10).median  # same tier, no delay
-        ratios.append((slow - fast) / extra)
-    assert 0.7 < statistics.median(ratios) < 1.6, f"spun / predicted extra per round: {ratios}"
+    costs = cost_model.graph_costs(g, "optane-100")
+    all_pm = np.ones((len(g.nodes), 2), dtype=np.int8)
+    linear = costs.linear(all_pm)
+    extras = costs.extras(all_pm)
+    assert np.all(extras >= (1 - cost_model.OVERLAP) * linear - 1e-15) and np.all(extras <= linear + 1e-15)
+    hidden = linear - extras
+    assert np.allclose(hidden, np.minimum(cost_model.OVERLAP * linear, costs.compute))
+    assert cost_model.predict(g, g.policy([tt.Placement("pm", "pm")] * len(g.nodes))) == \
+        pytest.approx(g.base_time + extras.sum())

@@ -13,11 +13,11 @@ import pytest
 import zmq
 
 from torch_tier import baselines, capture, zoo
-from torch_tier.train import train
-from torch_tier.train.budget import Budget
-from torch_tier.train.chromosome import MAX_TEMPERATURE, MIN_TEMPERATURE, Chromosome
-from torch_tier.train.space import PlacementSpace
-from torch_tier.train.workers import PROTOCOL, Job, Worker, WorkerPool, decode, encode
+from torch_tier.trainer import train
+from torch_tier.trainer.budget import Budget
+from torch_tier.trainer.chromosome import MAX_TEMPERATURE, MIN_TEMPERATURE, Chromosome
+from torch_tier.trainer.space import PlacementSpace
+from torch_tier.trainer.workers import PROTOCOL, Job, Worker, WorkerPool, decode, encode
 
 from conftest import small_cnn
 
@@ -152,7 +152,7 @@ def test_pool_rejects_mismatched_worker_with_a_logged_reason(caplog):
         peer = pool.context.socket(zmq.DEALER)
         peer.setsockopt(zmq.LINGER, 0)
         peer.connect(pool.address)
-        with caplog.at_level(logging.WARNING, logger="torch_tier.train.workers"):
+        with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
             peer.send_multipart([b'{"protocol": 2, "type": "hello", "pid": 1, "host": "h"}'])
             pool.poll(0.5)
             assert "protocol version 2" in caplog.text and not pool.workers
@@ -176,7 +176,7 @@ def test_worker_rejects_a_task_for_another_model(caplog):
     port = trainer.bind_to_random_port("tcp://127.0.0.1")
     worker = Worker(f"tcp://127.0.0.1:{port}")
     thread = threading.Thread(target=worker.serve, daemon=True)
-    with caplog.at_level(logging.WARNING, logger="torch_tier.train.workers"):
+    with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
         thread.start()
         identity, *frames = trainer.recv_multipart()
         assert decode(frames)[0]["type"] == "hello"
@@ -212,7 +212,7 @@ def test_pool_requeues_the_tasks_of_a_killed_and_of_a_hung_worker(caplog):
                 return
             time.sleep(0.001)
 
-    with caplog.at_level(logging.WARNING, logger="torch_tier.train.workers"):
+    with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
         with WorkerPool(job, local=3, timeout=3.0) as pool:
             deadline = time.monotonic() + 60
             while sum(w.state == "ready" for w in pool.workers.values()) < 3 and time.monotonic() < deadline:
@@ -242,7 +242,7 @@ def test_training_goes_on_when_one_of_two_loopback_workers_is_killed(tiny, caplo
             killed.append(victim)
 
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="torch_tier.train.workers"):
+    with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
         result = train(model, inputs, fitness="measured", workers=2, evaluations=60, population=8, repeats=2,
                        max_repeats=4, progress=kill_one_worker_mid_generation, graph=graph)
     assert killed and "its process exited" in caplog.text

@@ -21,7 +21,7 @@ DRAM footprint (``graph.footprint``) is within the budget:
 
 A placement decision is an *item*: one node's weights or one node's
 activations (everything its own code allocates). Under the cost model (see
-torch_tier.simulate) an item's extra can hide behind its node's computation
+torch_tier.cost_model) an item's extra can hide behind its node's computation
 alone but not beside another item, so a placement's cost is not the sum of
 its items' costs alone in PM (``item_costs``), which is all greedy knows;
 the optimum models the overlap exactly.
@@ -39,7 +39,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from .graph import TierGraph
 from .policy import Placement, Policy
-from .simulate import OVERLAP, graph_costs, predict
+from .cost_model import OVERLAP, graph_costs, predict
 from .tiers import parse_bytes
 
 Budget = int | float | str

@@ -5,7 +5,7 @@ bandwidth, access granularity), each with its source. Those figures were
 measured on other servers, so a profile is never used as absolute numbers:
 it is read as ratios to the reference DRAM profile (``dram``, the DRAM of the
 server the papers measured) and applied to this host's own DRAM as measured
-by :mod:`torch_tier.calibrate` (:func:`scaled`).
+by :mod:`torch_tier.host` (:func:`scaled`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,20 @@ import json
 from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-if TYPE_CHECKING:
-    from torch_tier.calibrate import HostMemory
+
+@dataclass(frozen=True)
+class HostMemory:
+    """This host's DRAM as torch_tier.host measured it (single thread)."""
+
+    read_bw_gbs: float
+    write_bw_gbs: float
+    latency_ns: float
+    buffer_bytes: int
+    machine: str
+    measured_at: str
+
 
 
 @dataclass(frozen=True)

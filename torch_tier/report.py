@@ -16,10 +16,11 @@ from typing import Any, Callable
 import torch
 
 from . import baselines, devices, zoo
-from .graph import TierGraph, capture
-from .measure import Measurement, measure
+from .graph import TierGraph
+from .graph_capture import capture
+from .timing import Measurement, measure
 from .policy import Policy
-from .simulate import predict
+from .cost_model import predict
 
 Progress = Callable[[str], None]
 MEMORY_MODE = "memory-mode"

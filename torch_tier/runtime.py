@@ -7,29 +7,24 @@ module on the call stack wins. Threads that never run a placed module's
 forward (e.g. intra-op pool threads, which on CPU allocate nothing in the
 models measured) allocate in DRAM.
 
-On a simulated tier every node is metered: after each call the session spins
-out the extra time the cost model (torch_tier.simulate) gives that call's
-slow-tier traffic, so wall-clock time reflects the placement.
+On a simulated tier every node is metered by the emulated tier
+(torch_tier.emulated), which spins out the extra time each call's slow-tier
+traffic costs, so wall-clock time reflects the placement.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import torch
-from torch.utils._pytree import tree_leaves
 
-from . import _C, arenas, simulate, tiers
+from . import _C, arenas, cost_model, tiers
+from .emulated import CallRecorder, Meter, Weights
+from .graph import TierGraph
 from .policy import Placement, Policy
-
-if TYPE_CHECKING:
-    from .graph import TierGraph
-
-SPIN_QUANTUM = 20e-6  # seconds of simulated delay gathered before one spin
+from .tensors import owned_tensors
 
 _active: "Session | None" = None
 _active_lock = threading.RLock()  # close() runs under it when enable() fails
@@ -58,141 +53,6 @@ def _in_tier(tensor: torch.Tensor, tier: int) -> torch.Tensor:
         _pop_tier()
 
 
-def owned_tensors(model: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
-    """Each module path's own parameters and buffers; a tied tensor belongs to its first owner."""
-    seen: set[int] = set()
-    owned: dict[str, list[torch.Tensor]] = {}
-    for path, module in model.named_modules():
-        owned[path] = []
-        for tensor in list(module._parameters.values()) + list(module._buffers.values()):
-            if tensor is not None and id(tensor) not in seen:
-                seen.add(id(tensor))
-                owned[path].append(tensor)
-    return owned
-
-
-def input_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
-    """The distinct tensors (by storage) a call receives, in args and kwargs."""
-    seen: set[int] = set()
-    out = []
-    for leaf in tree_leaves((args, kwargs)):
-        if torch.is_tensor(leaf) and leaf.layout == torch.strided:
-            key = leaf.untyped_storage().data_ptr()
-            if key not in seen:
-                seen.add(key)
-                out.append(leaf)
-    return out
-
-
-@dataclass
-class _Frame:
-    """One metered call in progress on this thread."""
-
-    module: torch.nn.Module
-    previous_tier: int
-    start_ns: int
-    allocated_at_start: tuple[int, int]  # this thread's bytes allocated so far, per tier
-    input_bytes: tuple[int, int]  # bytes of its inputs, per tier (leaves only)
-    child_ns: int = 0
-    child_allocated: tuple[int, int] = (0, 0)
-
-
-# Called after each metered call: (node path, its own seconds, simulated extra seconds).
-CallRecorder = Callable[[str, float, float], None]
-
-
-def _allocated() -> tuple[int, int]:
-    return _C.thread_allocated(tiers.DRAM), _C.thread_allocated(tiers.PM)
-
-
-@dataclass(frozen=True)
-class _Weights:
-    """A metered node's own weights: their bytes, whether they are in pm, and for a
-    module that reads them whole every call, its (DRAM seconds, pm extra) computed once."""
-
-    bytes: int
-    pm: bool
-    fixed: tuple[float, float] | None = None
-
-    @classmethod
-    def of(cls, module: torch.nn.Module, tensors: list[torch.Tensor], cost: simulate.CostModel | None) -> "_Weights":
-        nbytes = sum(t.untyped_storage().nbytes() for t in tensors)
-        pm = any(tiers.tier_of(t) == "pm" for t in tensors)
-        if cost is None or simulate.is_sparse(module):
-            return cls(nbytes, pm)
-        stream = simulate.Stream(nbytes)
-        return cls(nbytes, pm, (cost.in_dram(stream), cost.extra(stream) if pm else 0.0))
-
-    def seconds(self, cost: simulate.CostModel, module: torch.nn.Module, args: tuple,
-                kwargs: dict) -> tuple[float, float]:
-        """This call's weight reads: (seconds in DRAM, extra seconds if in pm)."""
-        if self.fixed is not None:
-            return self.fixed
-        stream = simulate.weight_stream(module, self.bytes, args, kwargs)
-        return cost.in_dram(stream), cost.extra(stream) if self.pm else 0.0
-
-
-class _Meter:
-    """Hooks that time each node's call and charge its slow-tier traffic."""
-
-    def __init__(self, cost: simulate.CostModel | None, recorder: CallRecorder | None):
-        self.cost = cost
-        self.recorder = recorder
-
-    def enter(self, module: torch.nn.Module, tier: int, leaf: bool, args: tuple, kwargs: dict) -> None:
-        """Start a call. Only leaves are charged for reading their inputs: a
-        container passes its arguments on to the children that read them."""
-        stack = _local.__dict__.setdefault("stack", [])
-        if not stack:
-            _local.debt = 0.0
-        inputs = [0, 0]
-        if leaf and self.cost is not None:
-            for tensor in input_tensors(args, kwargs):
-                inputs[_C.tier_of(tensor) == tiers.PM] += tensor.nbytes
-        stack.append(_Frame(module, _C.get_tier(), time.perf_counter_ns(), _allocated(), tuple(inputs)))
-        _C.set_tier(tier)
-
-    def exit(self, path: str, module: torch.nn.Module, weights: _Weights, args: tuple, kwargs: dict) -> None:
-        """End a call: spin out the part of its slow-tier extra that its computation does not hide."""
-        stack = _local.__dict__.get("stack")
-        if not stack or stack[-1].module is not module:  # its pre-hook never ran
-            return
-        frame = stack.pop()
-        _C.set_tier(frame.previous_tier)
-        now = _allocated()
-        allocated = tuple(n - s for n, s in zip(now, frame.allocated_at_start))
-        own_ns = time.perf_counter_ns() - frame.start_ns - frame.child_ns
-        extra = 0.0
-        if self.cost is not None:
-            extra = self._extra(own_ns * 1e-9, frame, allocated, module, weights, args, kwargs)
-            # Owed delay is paid in spins of at least SPIN_QUANTUM, each timed from
-            # here so that the call's own cost counts as paid. A spin's overrun is
-            # credited to the next (at most one quantum: a spin stretched by
-            # preemption must not cancel later ones); each forward starts afresh.
-            _local.debt += extra
-            if _local.debt >= SPIN_QUANTUM or (not stack and _local.debt > 0):
-                start = time.perf_counter()
-                _C.spin(_local.debt)
-                _local.debt = max(_local.debt - (time.perf_counter() - start), -SPIN_QUANTUM)
-        elapsed = time.perf_counter_ns() - frame.start_ns
-        if stack:
-            parent = stack[-1]
-            parent.child_ns += elapsed
-            parent.child_allocated = tuple(c + a for c, a in zip(parent.child_allocated, allocated))
-        if self.recorder is not None:
-            self.recorder(path, own_ns * 1e-9, extra)
-
-    def _extra(self, own: float, frame: _Frame, allocated: tuple[int, int], module: torch.nn.Module,
-               weights: _Weights, args: tuple, kwargs: dict) -> float:
-        """The call's simulated extra (torch_tier.simulate): its own writes, its inputs, its weights."""
-        cost = self.cost
-        writes = [a - c for a, c in zip(allocated, frame.child_allocated)]
-        weight_dram, weight_extra = weights.seconds(cost, module, args, kwargs)
-        dram = cost.dram_write(sum(writes)) + cost.dram_read(sum(frame.input_bytes)) + weight_dram
-        pm_extra = cost.write_extra(writes[tiers.PM]) + cost.read_extra(frame.input_bytes[tiers.PM]) + weight_extra
-        return simulate.overlapped(pm_extra, own, dram)
-
-
 class Session:
     """One model running under a policy; `close()` (or leaving `with`) undoes it all."""
 
@@ -209,8 +69,8 @@ class Session:
         self.model = model
         self.pm = pm
         self.on_full = on_full
-        cost = simulate.cost_model(pm.profile) if pm.kind == "sim" else None
-        self._meter = _Meter(cost, recorder) if cost is not None or recorder is not None else None
+        cost = cost_model.cost_model(pm.profile) if pm.kind == "sim" else None
+        self._meter = Meter(cost, recorder) if cost is not None or recorder is not None else None
         self._moved: list[torch.Tensor] = []
         self._hooks: list[Any] = []
         self._closed = False
@@ -255,11 +115,12 @@ class Session:
         """Meter the root and every node the policy lists (each charged for its own code)."""
         meter = self._meter
         owned = owned_tensors(self.model)
+        meter.weight_storages = {t.untyped_storage().data_ptr() for ts in owned.values() for t in ts}
         for path, module in self.model.named_modules():
             if path and path not in self.policy.nodes:
                 continue
             tier = tiers.TIER_NAMES.index(placements[path].activation)
-            weights = _Weights.of(module, owned[path], meter.cost)
+            weights = Weights.of(module, owned[path], meter.cost)
 
             def pre(m, args, kwargs, tier=tier, leaf=next(module.children(), None) is None):
                 meter.enter(m, tier, leaf, args, kwargs)
@@ -310,7 +171,7 @@ class Session:
         return f"<torch_tier.Session {state} model={self.policy.model_name!r} pm={self.pm}>"
 
 
-def _arena_plans(arena: str, graph: "TierGraph | None", policy: Policy) -> "dict[str, Any] | None":
+def _arena_plans(arena: str, graph: TierGraph | None, policy: Policy) -> "dict[str, Any] | None":
     if arena == "dynamic":
         return None
     if arena != "planned":
@@ -331,7 +192,7 @@ def enable(
     pm_capacity: int | str | None = None,
     fit: str = "first",
     arena: str = "dynamic",
-    graph: "TierGraph | None" = None,
+    graph: TierGraph | None = None,
 ) -> Session:
     """Place `model`'s tensors as `policy` says until the returned session is closed.
 

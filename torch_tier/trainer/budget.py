@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..graph import TierGraph
-from .space import DRAM, PM, PlacementSpace
+from ..tiers import DRAM, PM
+from .space import PlacementSpace
 
 
 def live_matrix(graph: TierGraph) -> np.ndarray:

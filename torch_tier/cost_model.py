@@ -31,12 +31,12 @@ DRAM; part of that extra overlaps with the call's computation:
   large convolution) pays (1 - OVERLAP) of it. OVERLAP is a modelling
   choice, not a device figure: 0 gives a model linear in the bytes in pm.
 - Device figures are the profile's ratios to the reference DRAM applied to
-  this host's calibrated DRAM (torch_tier.devices, torch_tier.calibrate).
+  this host's measured DRAM (torch_tier.devices, torch_tier.host).
 
 Because of the overlap, a placement's extra is not the sum of its tensors'
 extras: two tensors of a compute-bound node may each be free alone in pm
 but not together. The simulated tier spins out exactly this extra after
-each call (torch_tier.runtime), so prediction and simulation agree, and the
+each call (torch_tier.emulated), so prediction and emulation agree, and the
 model stays exactly optimisable (convex and piecewise linear in the
 placement: baselines.optimal).
 """
@@ -45,29 +45,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from . import calibrate, devices
-
-if TYPE_CHECKING:
-    from .graph import TierGraph
-    from .policy import Policy
+from . import devices, host
+from .graph import Stream, TierGraph
+from .policy import Policy
 
 MEMORY_PARALLELISM = 10  # outstanding cache misses per core for independent random accesses
 OVERLAP = 0.5  # at most this share of a call's slow-tier extra hides behind its computation
-
-
-@dataclass(frozen=True)
-class Stream:
-    """Bytes moved by one call: `accesses` accesses of `access_bytes` each."""
-
-    bytes: int
-    write: bool = False
-    accesses: int = 1
-    random: bool = False
 
 
 def overlapped(pm_extra: float, own: float, dram: float) -> float:
@@ -130,8 +117,8 @@ class CostModel:
 @lru_cache(maxsize=16)
 def cost_model(device: str = "optane-100") -> CostModel:
     """The cost model of `device` on this host (calibrated once, cached)."""
-    host = calibrate.host()
-    return CostModel(device, devices.scaled(device, host), devices.scaled(devices.reference().name, host))
+    memory = host.host()
+    return CostModel(device, devices.scaled(device, memory), devices.scaled(devices.reference().name, memory))
 
 
 def is_sparse(module: torch.nn.Module) -> bool:
@@ -194,13 +181,18 @@ class GraphCosts:
         return self.base_time + float(self.extras(placement).sum())
 
 
-def graph_costs(graph: "TierGraph", device: str = "optane-100") -> GraphCosts:
+def dram_seconds(graph: TierGraph, cost: CostModel) -> np.ndarray:
+    """(nodes,) seconds per forward each node's traffic takes with all of it in DRAM: inputs, writes, weights."""
+    return np.array([cost.dram_read(node.input_bytes) + cost.dram_write(node.alloc_bytes)
+                     + max(node.calls, 1) * cost.in_dram(node.weight_read) for node in graph.nodes])
+
+
+def graph_costs(graph: TierGraph, device: str = "optane-100") -> GraphCosts:
     """The per-node, per-decision terms of the cost model of `graph` on `device`."""
     cost = cost_model(device)
     calls = np.array([max(node.calls, 1) for node in graph.nodes], dtype=float)
     edges = [e for e in graph.edges if e.src >= 0]
-    dram = np.array([cost.dram_read(node.input_bytes) + cost.dram_write(node.alloc_bytes)
-                     + calls[i] * cost.in_dram(node.weight_read) for i, node in enumerate(graph.nodes)])
+    dram = dram_seconds(graph, cost)
     own = np.array([node.dram_time for node in graph.nodes])
     return GraphCosts(
         weight=np.array([c * cost.extra(node.weight_read) if node.weight_bytes else 0.0
@@ -214,12 +206,12 @@ def graph_costs(graph: "TierGraph", device: str = "optane-100") -> GraphCosts:
     )
 
 
-def placement_array(graph: "TierGraph", policy: "Policy") -> np.ndarray:
+def placement_array(graph: TierGraph, policy: Policy) -> np.ndarray:
     """`policy` over `graph`'s nodes as a (nodes, 2) array of 0/1 = DRAM/PM (weights, activations)."""
     places = [policy.placement_of(node.path) for node in graph.nodes]
     return np.array([[p.weight == "pm", p.activation == "pm"] for p in places], dtype=np.int8).reshape(-1, 2)
 
 
-def predict(graph: "TierGraph", policy: "Policy", device: str = "optane-100") -> float:
+def predict(graph: TierGraph, policy: Policy, device: str = "optane-100") -> float:
     """Seconds per forward under `policy`: the all-DRAM time plus every node's slow-tier extra."""
     return graph_costs(graph, device).latency(placement_array(graph, policy))

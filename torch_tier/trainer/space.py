@@ -15,10 +15,9 @@ import numpy as np
 
 from ..graph import TierGraph
 from ..policy import Placement, Policy
+from ..tiers import DRAM, TIER_NAMES
 
 HEADS = ("weight", "activation")
-TIERS = ("dram", "pm")
-DRAM, PM = 0, 1
 
 
 class PlacementSpace:
@@ -42,7 +41,7 @@ class PlacementSpace:
         return self.clean(np.full((self.nodes, 2), tier, dtype=np.int8))
 
     def policy(self, placement: np.ndarray, **metadata: Any) -> Policy:
-        places = [Placement(TIERS[w], TIERS[a]) for w, a in self.clean(placement)]
+        places = [Placement(TIER_NAMES[w], TIER_NAMES[a]) for w, a in self.clean(placement)]
         return self.graph.policy(places, **metadata)
 
     def encode(self, policy: Policy) -> np.ndarray:
@@ -50,7 +49,7 @@ class PlacementSpace:
         rows = []
         for node in self.graph.nodes:
             place = policy.placement_of(node.path)
-            rows.append([TIERS.index(place.weight), TIERS.index(place.activation)])
+            rows.append([TIER_NAMES.index(place.weight), TIER_NAMES.index(place.activation)])
         return self.clean(np.array(rows, dtype=np.int8))
 
     @staticmethod

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..report import add_model_arguments, build_workload, capture_workload, fail
 from . import compare
-from .trainer import train
+from .erl import train
 from .workers import Worker
 
 _DESCRIPTION = """Search the fastest placement of MODEL's weights and activations within a DRAM

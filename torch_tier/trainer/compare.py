@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from .. import baselines
 from ..graph import TierGraph
-from ..measure import Measurement
+from ..timing import Measurement
 from ..policy import Policy
 from ..report import MEMORY_MODE, markdown_table, placements
-from ..simulate import predict
+from ..cost_model import predict
 from .fitness import MeasuredFitness
 from .space import PlacementSpace
 

@@ -48,9 +48,9 @@ import numpy as np
 import torch
 import zmq
 
-from ..measure import measure
+from ..timing import measure
 from ..policy import Placement, Policy, fingerprint
-from .space import TIERS
+from ..tiers import TIER_NAMES
 
 PROTOCOL = 1
 PING_INTERVAL = 2.0  # seconds an idle worker waits before telling the trainer it is there
@@ -351,7 +351,7 @@ class Worker:
             raise _TaskError(header["id"], f"task {header['id']}: expected {len(self.job['nodes'])} "
                                            f"[weight, activation] pairs of 0/1 and repeats >= 1")
         policy = Policy(self.job["fingerprint"], self.job["model_name"],
-                        nodes={path: Placement(TIERS[w], TIERS[a])
+                        nodes={path: Placement(TIER_NAMES[w], TIER_NAMES[a])
                                for path, (w, a) in zip(self.job["nodes"], placement)})
         try:
             result = measure(self.model, self.inputs, policy, pm=self.job["pm"], repeats=header["repeats"],

@@ -1,9 +1,9 @@
 """The trainer: evolutionary RL (GNN soft actor-critic + Boltzmann chromosomes) over placements.
 
 `train(model, example_inputs, dram_budget=..., ...)` returns a TrainResult whose
-`.policy` is the fastest placement found within the DRAM budget; see trainer.py.
+`.policy` is the fastest placement found within the DRAM budget; see erl.py.
 """
 
-from .trainer import Generation, TrainResult, train
+from .erl import Generation, TrainResult, train
 
 __all__ = ["Generation", "TrainResult", "train"]

@@ -1,8 +1,8 @@
 """Fitness: the latency of placements, from the cost model or from timed inference.
 
-- ModelFitness: torch_tier.simulate.predict, thousands per second and
+- ModelFitness: torch_tier.cost_model.predict, thousands per second and
   deterministic, so each placement is predicted once and then looked up.
-- MeasuredFitness: wall-clock latency from torch_tier.measure() in worker
+- MeasuredFitness: wall-clock latency from torch_tier.timing() in worker
   processes (workers.WorkerPool), which load the model once and reapply each
   placement. Timing is noisy, so it is noise-aware:
     * every run has warm-up forwards, and a placement's latency is the
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from ..graph import TierGraph
-from ..measure import Measurement
-from ..simulate import graph_costs, predict
+from ..timing import Measurement
+from ..cost_model import graph_costs, predict
 from .space import PlacementSpace
 from .workers import Job, WorkerPool
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .space import DRAM
+from ..tiers import DRAM
 
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 3.0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from scipy.stats import binom
 
 from .policy import Policy
 from .runtime import enable
@@ -38,11 +38,21 @@ class Measurement:
         that a Binomial(n, 1/2) count of samples below the true median straddles with
         probability `confidence` (the extremes when there are too few samples for it)."""
         ordered = sorted(self.samples)
-        below = int(binom.ppf((1 - confidence) / 2, len(ordered), 0.5))
+        below = binomial_quantile((1 - confidence) / 2, len(ordered))
         return ordered[max(below - 1, 0)], ordered[min(len(ordered) - below, len(ordered) - 1)]
 
     def __str__(self) -> str:
         return f"{self.median * 1e3:.2f} ms ±{self.spread:.1%} ({len(self.samples)} runs)"
+
+
+def binomial_quantile(q: float, n: int) -> int:
+    """The least k with P(Binomial(n, 1/2) <= k) >= q (scipy's binom.ppf, without importing scipy)."""
+    cdf = 0
+    for k in range(n + 1):
+        cdf += math.comb(n, k)
+        if cdf / 2**n >= q:
+            return k
+    return n
 
 
 def time_inference(model: torch.nn.Module, inputs: tuple, repeats: int, warmup: int) -> list[float]:

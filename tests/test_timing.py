@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from torch_tier.measure import Measurement, measure
+from torch_tier.timing import Measurement, measure
 from torch_tier.policy import Policy
 
 

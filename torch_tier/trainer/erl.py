@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from .. import baselines
-from ..graph import TierGraph, capture
+from ..graph import TierGraph
+from ..graph_capture import capture
 from ..policy import Policy, fingerprint
-from ..simulate import predict
+from ..cost_model import predict
 from ..tiers import DEFAULT_PROFILE, parse_pm
 from . import checkpoint as checkpoints
 from . import compare

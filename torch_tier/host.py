@@ -21,7 +21,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -29,21 +29,10 @@ from typing import Callable
 import numpy as np
 
 from torch_tier import devices
+from torch_tier.devices import HostMemory
 
 BUFFER_BYTES = 256 << 20
 CACHE_LINE = 64
-
-
-@dataclass(frozen=True)
-class HostMemory:
-    """This host's DRAM as calibration measured it (single thread)."""
-
-    read_bw_gbs: float
-    write_bw_gbs: float
-    latency_ns: float
-    buffer_bytes: int
-    machine: str
-    measured_at: str
 
 
 def cache_path() -> Path:
@@ -122,9 +111,9 @@ def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``torch-tier calibrate``; its handler is ``args.func(args) -> int``."""
+    """Register ``torch-tier host``; its handler is ``args.func(args) -> int``."""
     parser = subparsers.add_parser(
-        "calibrate",
+        "host",
         help="measure this host's DRAM and show each device profile scaled to it",
         description=__doc__.splitlines()[0],
     )
