@@ -4,7 +4,9 @@ oracle and agents (issue 7, synthetic half)."""
 from __future__ import annotations
 
 import argparse
+import ast
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from torch_tier.fit.generators import Ledger, Request, StreamFactory, make_gener
 from torch_tier.fit.rules import NextFit, OraclePolicy, RulePolicy, best_fit, first_fit, free_blocks, worst_fit
 from torch_tier.fit.trace import TraceEvent, load_trace, save_trace, trace_to_cells
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scripted(*ops: tuple) -> StreamFactory:
@@ -270,6 +272,28 @@ def test_trace_replay_in_the_env(tmp_path) -> None:
 # --- agents ----------------------------------------------------------------------
 
 
+def fit_imports() -> dict[str, set[str]]:
+    """The modules of torch_tier.fit, each with the modules of torch_tier.fit it imports (anywhere in it)."""
+    graph = {}
+    for path in Path(dqn.__file__).parent.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        graph[path.stem] = imported
+    return graph
+
+
+def test_no_agent_imports_another_and_fit_has_no_import_circle() -> None:
+    graph = fit_imports()
+    agents = {"dqn", "linear_q", "ppo"}
+    assert {agent: graph[agent] & agents for agent in agents} == {agent: set() for agent in agents}
+    reachable = {module: set(imported) for module, imported in graph.items()}
+    for _ in graph:  # transitive closure
+        reachable = {m: r.union(*(reachable.get(i, set()) for i in r)) for m, r in reachable.items()}
+    assert [m for m, r in reachable.items() if m in r] == []
+
+
 def test_effects_describe_each_rules_placement() -> None:
     # holes of 3 (at 0), 2 (at 4) and 4 (at 7); a request of 2 cells
     obs = np.array([0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 2], np.float32)
@@ -322,12 +346,17 @@ def test_ppo_masks_addresses_that_cannot_hold_the_request() -> None:
     assert (logits[[a for a in range(10) if a not in valid]] == ppo.INVALID_LOGIT).all()
 
 
-def test_dqn_learns_bf_good() -> None:
-    options = {"generator": "bf-good", "page_size": 64, "history": 4}
-    policy = dqn.train(FitEnv(**options), dqn.DQNConfig(steps=6000, learning_starts=500), seed=0)
+def test_dqn_learns_to_leave_best_fit_on_wf_good() -> None:
+    """On wf-good only worst fit finishes the sequence, so best fit, which the policy
+    keeps unless another action is clearly better, serves about 1.2 here: an
+    untrained network keeps it, and uniformly random rules reach about 2.4 at
+    best. Beating best fit by 2 takes learning when to leave it (about 4.4)."""
+    options = {"generator": "wf-good", "page_size": 64, "history": 4}
+    policy = dqn.train(FitEnv(**options), dqn.DQNConfig(steps=10_000, learning_starts=500), seed=0)
     trained = evaluate(policy, options, 30, 100).mean()
+    best = evaluate(RulePolicy("best"), options, 30, 100).mean()
     untrained = evaluate(UniformRandom("high", 3), options, 30, 100).mean()
-    assert trained > untrained + 1.0
+    assert trained > best + 2.0 and trained > untrained + 1.5
 
 
 def test_linear_q_learns_bf_good() -> None:
