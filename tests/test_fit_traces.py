@@ -1,7 +1,6 @@
 """Real allocation traces in the fit environment and in the arena (issue 7, real half)."""
 
 import pytest
-import torch
 
 from torch_tier import trace
 from torch_tier.fit.env import SERVED_REWARD, FitEnv
@@ -12,8 +11,7 @@ from torch_tier.fit.trace import peak_live_bytes, save_trace, trace_to_cells
 
 
 @pytest.fixture
-def cnn_events(cnn):
-    torch.set_num_threads(1)
+def cnn_events(cnn, one_thread):
     model, x = cnn
     return trace.trace(model, x, passes=2)
 
@@ -50,11 +48,12 @@ def test_cell_episodes_hold_the_capacity_factor(cnn_events):
 
 
 def test_dqn_trained_on_one_trace_runs_on_another(cnn_events, bert):
-    torch.set_num_threads(1)
+    """Each held-out episode runs to the end of its own trace, not to a horizon
+    taken from the training traces: at 1.25 and 2 times the peak live cells
+    every rule serves all of this BERT trace, and so does the policy."""
     model, x = bert
     bert_events = trace.trace(model, x, passes=1)
     held_out = cell_episodes(bert_events, 64, (1.25, 2.0))
     policy = train_dqn(cell_episodes(cnn_events, 64, (1.25, 2.0)), 64, 4, steps=300, seed=0)
-    returns = episode_returns(policy, held_out, 64, 4)
     whole = SERVED_REWARD * sum(e.op == "alloc" for e in bert_events)
-    assert returns.shape == (2,) and (returns > 0).all() and (returns <= whole + 1e-9).all()
+    assert episode_returns(policy, held_out, 64, 4).tolist() == pytest.approx([whole, whole])
