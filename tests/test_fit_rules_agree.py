@@ -41,13 +41,14 @@ SEEDS = range(5)
 
 # After each allocation: the block's byte offset (None: it failed), then the
 # arena's free bytes, free blocks and largest free block.
-Placement = tuple["int | None", int, int, int]
+Placement = tuple[int | None, int, int, int]
 
 
 def requests(seed: int, count: int = 600) -> list[Request]:
     """The `random` generator with sizes 2..20 cells and frees as likely as allocations:
     the page fills, then fragments, and some requests fail while enough cells are free."""
-    return list(itertools.islice(make_generator("random", PAGE, sizes=(2, 20), p_free=0.5)(np.random.default_rng(seed)), count))
+    stream = make_generator("random", PAGE, sizes=(2, 20), p_free=0.5)(np.random.default_rng(seed))
+    return list(itertools.islice(stream, count))
 
 
 def python_placements(stream: list[Request], fit: str) -> list[Placement]:
