@@ -52,4 +52,4 @@ bench: setup
 	$(PY) benchmarks/overhead.py
 
 clean:
-	rm -rf build *.egg-info torch_tier/_C*.so $(VENV)
+	rm -rf build *.egg-info torch_tier/_C*.so torch_tier/_planner*.so $(VENV)

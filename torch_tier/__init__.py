@@ -16,6 +16,8 @@ _EXPORTS = {
     "Placement": "policy", "Policy": "policy", "PolicyError": "policy", "fingerprint": "policy",
     "reset_peaks": "tiers", "stats": "tiers", "tier_of": "tiers",
     "TierGraph": "graph",
+    "Traffic": "traffic", "TrafficStream": "traffic",
+    "register_device": "devices",
     "predict": "cost_model",
     "Session": "runtime", "enable": "runtime",
     "capture": "graph_capture",
@@ -23,12 +25,14 @@ _EXPORTS = {
     "TrainResult": "trainer.erl", "train": "trainer.erl",
 }
 
-__all__ = ["Measurement", "Placement", "Policy", "PolicyError", "Session", "TierGraph", "TrainResult", "capture",
-           "enable", "fingerprint", "measure", "predict", "reset_peaks", "stats", "tier_of", "train"]
+__all__ = ["Measurement", "Placement", "Policy", "PolicyError", "Session", "TierGraph", "Traffic", "TrafficStream",
+           "TrainResult", "capture", "enable", "fingerprint", "measure", "predict", "register_device", "reset_peaks",
+           "stats", "tier_of", "train"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .cost_model import predict
+    from .devices import register_device
     from .graph import TierGraph
     from .graph_capture import capture
     from .policy import Placement, Policy, PolicyError, fingerprint
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from .tiers import reset_peaks, stats, tier_of
     from .timing import Measurement, measure
     from .trainer.erl import TrainResult, train
+    from .traffic import Traffic, TrafficStream
 
 
 def __getattr__(name: str) -> Any:

@@ -11,13 +11,13 @@ tier's ordinary backend and is counted (see csrc/planned_backend.h).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import torch  # noqa: F401  (loads libc10, which torch_tier._C links against)
 
 from . import _C, planner, tiers
+from .graph import Buffer, TierGraph
 from .policy import Policy
 
-if TYPE_CHECKING:
-    from .graph import Buffer, TierGraph
 
 ALIGNMENT = 64
 
@@ -41,7 +41,7 @@ def planner_buffers(buffers: "list[Buffer]", overhead: int = 0) -> list[planner.
             for i, b in enumerate(buffers)]
 
 
-def plan_arenas(graph: "TierGraph", policy: Policy, time_limit: float = 10.0) -> dict[str, ArenaPlan]:
+def plan_arenas(graph: TierGraph, policy: Policy, time_limit: float = 10.0) -> dict[str, ArenaPlan]:
     """Plan each tier's activation buffers of `graph` under `policy` into one arena per tier."""
     header = _C.block_overhead()
     act_tier = [policy.placement_of(node.path).activation for node in graph.nodes]

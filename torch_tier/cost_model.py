@@ -52,6 +52,7 @@ import torch
 from . import devices, host
 from .graph import Stream, TierGraph
 from .policy import Policy
+from .traffic import Traffic
 
 MEMORY_PARALLELISM = 10  # outstanding cache misses per core for independent random accesses
 OVERLAP = 0.5  # at most this share of a call's slow-tier extra hides behind its computation
@@ -89,6 +90,16 @@ class CostModel:
     def in_dram(self, stream: Stream) -> float:
         """Seconds `stream` takes in DRAM."""
         return self.seconds(stream, self.dram) if stream.bytes > 0 else 0.0
+
+    def call_extra(self, traffic: Traffic) -> float:
+        """The device model of a built-in profile: one call's extra seconds, as this cost model prices
+        the streams the call moved (the emulated tier calls it after every call)."""
+        pm_extra = dram = 0.0
+        for stream in traffic.streams:
+            dram += self.in_dram(stream)
+            if stream.tier == "pm":
+                pm_extra += self.extra(stream)
+        return overlapped(pm_extra, traffic.seconds, dram)
 
     @cached_property
     def _per_byte(self) -> dict[tuple[bool, bool], float]:

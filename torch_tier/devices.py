@@ -10,11 +10,15 @@ by :mod:`torch_tier.host` (:func:`scaled`).
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+DEFAULT_PROFILE = "optane-100"  # what the planner assumes unless told
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def _data() -> dict[str, Any]:
 
 
 def names() -> list[str]:
-    """The names of the known device profiles."""
+    """The names of the built-in device profiles."""
     return list(_data()["profiles"])
 
 
@@ -75,17 +79,127 @@ def reference() -> DeviceProfile:
     return load(_data()["reference"])
 
 
+def is_profile_file(name: str) -> bool:
+    """Whether ``name`` names a profile file (a path ending in .json) rather than a built-in profile."""
+    return name.endswith(".json")
+
+
+@cache
+def _file(path: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """(profile name, entry, citations) of a profile file: the schema of data/devices.json, one profile."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read a device profile file ({err})") from None
+    profiles = data.get("profiles") if isinstance(data, dict) else None
+    if not isinstance(profiles, dict) or len(profiles) != 1:
+        raise ValueError(f"{path}: expected {{\"profiles\": {{NAME: {{...}}}}}} with exactly one profile, "
+                         "in the schema of torch_tier/data/devices.json")
+    (name, entry), = profiles.items()
+    for f in fields(Figures):
+        value = entry.get(f.name, {}).get("value") if isinstance(entry.get(f.name), dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{path}: profile {name!r} field {f.name!r}: expected {{\"value\": a positive "
+                             f"number, ...}}, got {entry.get(f.name)!r}")
+    return name, entry, {**_data()["citations"], **data.get("citations", {})}
+
+
+# Device models shipped with torch-tier, by reference ("module:function"), resolved when first used.
+SHIPPED_MODELS = {
+    "optane-mixed": "torch_tier.device_models:optane_mixed",
+    "optane-cached": "torch_tier.device_models:optane_cached",
+    "optane-threads": "torch_tier.device_models:optane_threads",
+    "cxl-loaded": "torch_tier.device_models:cxl_loaded",
+}
+_registered: dict[str, Callable[..., float]] = {}
+
+
+def register_device(name: str, model: Callable[..., float]) -> None:
+    """Make `pm="sim:NAME"` emulate a device whose slowness `model` decides.
+
+    `model(traffic)` takes a torch_tier.Traffic (what one call of one node
+    moved, as the emulated tier observed it) and returns the extra seconds
+    (>= 0) the slow tier adds to that call. A module-level function travels
+    to the trainer's worker processes by reference (`module:function`).
+    """
+    if not name or ":" in name or is_profile_file(name) or name in _data()["profiles"]:
+        raise ValueError(f"register_device: {name!r} cannot name a device model (empty, has ':', ends in "
+                         f".json, or is a built-in profile: {', '.join(names())})")
+    if not callable(model):
+        raise TypeError(f"register_device({name!r}, ...): the model must be callable, got {model!r}")
+    _registered[name] = model
+
+
+def model_reference(name: str) -> str | None:
+    """`module:function` of a registered or shipped device model, if one importable by that path exists."""
+    if name in _registered:
+        model = _registered[name]
+        qualname = getattr(model, "__qualname__", "")
+        module = getattr(model, "__module__", "")
+        return f"{module}:{qualname}" if module and qualname and "<" not in qualname else None
+    return SHIPPED_MODELS.get(name)
+
+
+def registered_references() -> dict[str, str]:
+    """`module:function` of each model registered in this process (not shipped) that can travel by reference."""
+    return {name: ref for name in _registered if name not in SHIPPED_MODELS and (ref := model_reference(name))}
+
+
+def resolve_reference(reference: str) -> Callable[..., float]:
+    """The callable at `module:function` (a device model passed by reference)."""
+    module, _, attribute = reference.partition(":")
+    try:
+        value: Any = importlib.import_module(module)
+        for part in attribute.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"device model {reference!r}: cannot import it ({err})") from None
+    if not callable(value):
+        raise ValueError(f"device model {reference!r} is not callable")
+    return value
+
+
+def device_model(name: str) -> Callable[..., float] | None:
+    """The registered or shipped device model called `name`; None where `name` is a profile."""
+    if name in _registered:
+        return _registered[name]
+    if name in SHIPPED_MODELS:
+        _registered[name] = resolve_reference(SHIPPED_MODELS[name])
+        return _registered[name]
+    return None
+
+
+def known(name: str) -> bool:
+    """Whether `sim:NAME` can run: a built-in profile, a profile file, or a registered or shipped model."""
+    return name in _data()["profiles"] or is_profile_file(name) or name in _registered or name in SHIPPED_MODELS
+
+
+def known_names() -> list[str]:
+    """Every name `sim:NAME` accepts besides profile files."""
+    return names() + sorted(set(SHIPPED_MODELS) | set(_registered))
+
+
+def assumed_profile(name: str) -> str:
+    """The profile the model-based parts assume when `sim:NAME` runs: the profile itself, else the default."""
+    return name if name in _data()["profiles"] or is_profile_file(name) else DEFAULT_PROFILE
+
+
 def load(name: str) -> DeviceProfile:
-    """The profile called ``name``, each figure with its source spelled out."""
-    data = _data()
-    if name not in data["profiles"]:
-        raise ValueError(f"unknown device profile {name!r}; known: {', '.join(names())}")
-    entry = data["profiles"][name]
+    """The profile called ``name`` (built in, or a profile file's path), each figure with its source spelled out."""
+    if is_profile_file(name):
+        name, entry, citations = _file(name)
+    else:
+        data = _data()
+        if name not in data["profiles"]:
+            raise ValueError(f"unknown device profile {name!r}; known: {', '.join(names())}, or a profile file "
+                             "(PATH.json)")
+        entry, citations = data["profiles"][name], data["citations"]
     figures = {f.name: entry[f.name] for f in fields(Figures)}
     return DeviceProfile(
         name=name,
-        description=entry["description"],
-        sources={k: f"{data['citations'][v['source']]}: {v['detail']}" for k, v in figures.items()},
+        description=entry.get("description", ""),
+        sources={k: f"{citations.get(v.get('source'), v.get('source', 'unstated'))}: {v.get('detail', '')}"
+                 for k, v in figures.items()},
         notes=entry.get("notes", ""),
         **{k: v["value"] for k, v in figures.items()},
     )

@@ -1,12 +1,17 @@
 """The emulated slow tier: a device that exists only as delay, run beside real memory.
 
-On `pm="sim:PROFILE"` the pm tier's bytes live in a real arena of this
+On `pm="sim:NAME"` the pm tier's bytes live in a real arena of this
 machine's DRAM (torch_tier.arenas, csrc/arena_backend), and every placed node
-is metered: after each call the Meter spins out the extra time that the
-call's slow-tier traffic costs, as the cost model (torch_tier.cost_model)
-prices it, so wall-clock time reflects the placement. The Session composes a
-Meter beside the allocator's backends; it also serves capture, which meters
-with every tensor in DRAM to time each node's own code.
+is metered: after each call the Meter hands what the call moved (a Traffic:
+its weights, its inputs and where they live, what its own code allocated in
+which tier, its own time) to the device model, and spins out the extra
+seconds the model returns, so wall-clock time reflects the placement. The
+device model of a built-in profile is the cost model itself
+(CostModel.call_extra), so there a "measured" latency is the cost model's
+prediction plus noise; a registered model (torch_tier.register_device,
+torch_tier.device_models) can be a device the cost model does not describe.
+The Session composes a Meter beside the allocator's backends; capture uses
+one too, with every tensor in DRAM, to time each node's own code.
 
 Delay is owed per thread: calls nest (a container's own code around its
 children), and each call is charged for its own code only.
@@ -22,9 +27,10 @@ from typing import Callable
 import torch
 
 from . import _C, cost_model, tiers
-from .cost_model import CostModel
-from .graph import Stream
 from .tensors import input_tensors
+from .traffic import Traffic, TrafficStream
+
+DeviceModel = Callable[[Traffic], float]  # extra seconds the slow tier adds to one call
 
 SPIN_QUANTUM = 20e-6  # seconds of simulated delay gathered before one spin
 
@@ -39,7 +45,7 @@ class _Frame:
     previous_tier: int
     start_ns: int
     allocated_at_start: tuple[int, int]  # this thread's bytes allocated so far, per tier
-    input_bytes: tuple[int, int]  # bytes of its inputs, per tier (leaves only)
+    input_bytes: tuple[int, int]  # bytes of its inputs, per tier (leaves only, weights excluded)
     child_ns: int = 0
     child_allocated: tuple[int, int] = (0, 0)
 
@@ -54,37 +60,37 @@ def _allocated() -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Weights:
-    """A metered node's own weights: their bytes, whether they are in pm, and for a
-    module that reads them whole every call, its (DRAM seconds, pm extra) computed once."""
+    """A metered node's own weights: the stream a call reads of them, made once for a module
+    that reads them whole every call, or per call for an embedding lookup (rows at random)."""
 
     bytes: int
-    pm: bool
-    fixed: tuple[float, float] | None = None
+    tier: str
+    stream: TrafficStream | None = None
 
     @classmethod
-    def of(cls, module: torch.nn.Module, tensors: list[torch.Tensor], cost: CostModel | None) -> "Weights":
+    def of(cls, module: torch.nn.Module, tensors: list[torch.Tensor]) -> "Weights":
         nbytes = sum(t.untyped_storage().nbytes() for t in tensors)
-        pm = any(tiers.tier_of(t) == "pm" for t in tensors)
-        if cost is None or cost_model.is_sparse(module):
-            return cls(nbytes, pm)
-        stream = Stream(nbytes)
-        return cls(nbytes, pm, (cost.in_dram(stream), cost.extra(stream) if pm else 0.0))
+        tier = "pm" if any(tiers.tier_of(t) == "pm" for t in tensors) else "dram"
+        if cost_model.is_sparse(module):
+            return cls(nbytes, tier)
+        return cls(nbytes, tier, TrafficStream(nbytes, tier=tier, extent=nbytes))
 
-    def seconds(self, cost: CostModel, module: torch.nn.Module, args: tuple,
-                kwargs: dict) -> tuple[float, float]:
-        """This call's weight reads: (seconds in DRAM, extra seconds if in pm)."""
-        if self.fixed is not None:
-            return self.fixed
-        stream = cost_model.weight_stream(module, self.bytes, args, kwargs)
-        return cost.in_dram(stream), cost.extra(stream) if self.pm else 0.0
+    def read(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> TrafficStream:
+        """What this call reads of the weights."""
+        if self.stream is not None:
+            return self.stream
+        rows = cost_model.weight_stream(module, self.bytes, args, kwargs)
+        return TrafficStream(rows.bytes, accesses=rows.accesses, random=rows.random, tier=self.tier,
+                             extent=self.bytes)
 
 
 class Meter:
-    """Hooks that time each node's call and charge its slow-tier traffic."""
+    """Hooks that time each node's call and charge its slow-tier traffic, as `device` prices it."""
 
-    def __init__(self, cost: CostModel | None, recorder: CallRecorder | None):
-        self.cost = cost
+    def __init__(self, device: DeviceModel | None, recorder: CallRecorder | None):
+        self.device = device
         self.recorder = recorder
+        self.threads = torch.get_num_threads()
         # Storages of the model's weights. A call that takes another module's weight as an input
         # (position ids, a tied table) is not charged for reading it: the graph has no such edge,
         # so the cost model does not price it either.
@@ -97,7 +103,7 @@ class Meter:
         if not stack:
             _local.debt = 0.0
         inputs = [0, 0]
-        if leaf and self.cost is not None:
+        if leaf and self.device is not None:
             for tensor in input_tensors(args, kwargs):
                 if tensor.untyped_storage().data_ptr() not in self.weight_storages:
                     inputs[_C.tier_of(tensor) == tiers.PM] += tensor.nbytes
@@ -105,7 +111,7 @@ class Meter:
         _C.set_tier(tier)
 
     def exit(self, path: str, module: torch.nn.Module, weights: Weights, args: tuple, kwargs: dict) -> None:
-        """End a call: spin out the part of its slow-tier extra that its computation does not hide."""
+        """End a call: spin out the extra seconds the device model charges for it."""
         stack = _local.__dict__.get("stack")
         if not stack or stack[-1].module is not module:  # its pre-hook never ran
             return
@@ -115,8 +121,11 @@ class Meter:
         allocated = tuple(n - s for n, s in zip(now, frame.allocated_at_start))
         own_ns = time.perf_counter_ns() - frame.start_ns - frame.child_ns
         extra = 0.0
-        if self.cost is not None:
-            extra = self._extra(own_ns * 1e-9, frame, allocated, module, weights, args, kwargs)
+        if self.device is not None:
+            extra = self.device(self.traffic(path, own_ns * 1e-9, frame, allocated, weights.read(module, args, kwargs)))
+            if not extra >= 0.0:
+                raise ValueError(f"device model {self.device!r} returned {extra!r} seconds for {path!r}: "
+                                 "expected a number >= 0")
             # Owed delay is paid in spins of at least SPIN_QUANTUM, each timed from
             # here so that the call's own cost counts as paid. A spin's overrun is
             # credited to the next (at most one quantum: a spin stretched by
@@ -134,12 +143,14 @@ class Meter:
         if self.recorder is not None:
             self.recorder(path, own_ns * 1e-9, extra)
 
-    def _extra(self, own: float, frame: _Frame, allocated: tuple[int, int], module: torch.nn.Module,
-               weights: Weights, args: tuple, kwargs: dict) -> float:
-        """The call's simulated extra (torch_tier.cost_model): its own writes, its inputs, its weights."""
-        cost = self.cost
+    def traffic(self, path: str, own: float, frame: _Frame, allocated: tuple[int, int],
+                weights: TrafficStream) -> Traffic:
+        """What the call moved: its weights, its inputs and its own writes, per tier."""
         writes = [a - c for a, c in zip(allocated, frame.child_allocated)]
-        weight_dram, weight_extra = weights.seconds(cost, module, args, kwargs)
-        dram = cost.dram_write(sum(writes)) + cost.dram_read(sum(frame.input_bytes)) + weight_dram
-        pm_extra = cost.write_extra(writes[tiers.PM]) + cost.read_extra(frame.input_bytes[tiers.PM]) + weight_extra
-        return cost_model.overlapped(pm_extra, own, dram)
+        streams = [weights] if weights.bytes else []
+        for index, tier in enumerate(tiers.TIER_NAMES):
+            if frame.input_bytes[index]:
+                streams.append(TrafficStream(frame.input_bytes[index], tier=tier))
+            if writes[index]:
+                streams.append(TrafficStream(writes[index], write=True, tier=tier))
+        return Traffic(path, own, self.threads, tuple(streams))

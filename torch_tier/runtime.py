@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from . import _C, arenas, cost_model, tiers
+from . import _C, arenas, cost_model, devices, tiers
 from .emulated import CallRecorder, Meter, Weights
 from .graph import TierGraph
 from .policy import Placement, Policy
@@ -69,8 +69,10 @@ class Session:
         self.model = model
         self.pm = pm
         self.on_full = on_full
-        cost = cost_model.cost_model(pm.profile) if pm.kind == "sim" else None
-        self._meter = Meter(cost, recorder) if cost is not None or recorder is not None else None
+        device = None
+        if pm.kind == "sim":
+            device = devices.device_model(pm.profile) or cost_model.cost_model(pm.profile).call_extra
+        self._meter = Meter(device, recorder) if device is not None or recorder is not None else None
         self._moved: list[torch.Tensor] = []
         self._hooks: list[Any] = []
         self._closed = False
@@ -120,7 +122,7 @@ class Session:
             if path and path not in self.policy.nodes:
                 continue
             tier = tiers.TIER_NAMES.index(placements[path].activation)
-            weights = Weights.of(module, owned[path], meter.cost)
+            weights = Weights.of(module, owned[path])
 
             def pre(m, args, kwargs, tier=tier, leaf=next(module.children(), None) is None):
                 meter.enter(m, tier, leaf, args, kwargs)

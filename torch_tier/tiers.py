@@ -1,9 +1,11 @@
 """The two logical tiers, `dram` and `pm`, and what backs the `pm` tier.
 
 `pm` specs:
-  sim, sim:PROFILE   a simulated slow tier: a mapped arena of real memory with
-                     its own capacity and accounting; PROFILE (a device profile,
-                     default optane-100) decides the slowness the runtime adds.
+  sim, sim:NAME      an emulated slow tier: a mapped arena of real memory with
+                     its own capacity and accounting; NAME decides the slowness
+                     the runtime adds: a device profile (default optane-100), a
+                     profile file PATH.json, or a device model (shipped in
+                     torch_tier.device_models, or torch_tier.register_device).
   memkind:DIR        memkind's PMEM kind: a file-backed heap in DIR (a DAX
                      filesystem for real PM; any directory, e.g. /dev/shm, works).
   kmem               memkind's MEMKIND_DAX_KMEM: PM or CXL memory exposed as a
@@ -21,11 +23,11 @@ import psutil
 import torch
 
 from . import _C
-from . import memkind
+from . import devices, memkind
+from .devices import DEFAULT_PROFILE
 
 TIER_NAMES = ("dram", "pm")
 DRAM, PM = 0, 1
-DEFAULT_PROFILE = "optane-100"
 FITS = ("first", "best", "worst", "next")
 ON_FULL = ("fallback", "error")
 
@@ -84,10 +86,11 @@ def parse_pm(spec: str | None, capacity: int | str | None = None, fit: str = "fi
 
 
 def _known_profile(name: str) -> str:
-    from . import devices  # the device table is only needed for sim specs
-
-    if name not in devices.names():
-        raise ValueError(f"pm: unknown device profile {name!r} (known: {', '.join(devices.names())})")
+    if not devices.known(name):
+        raise ValueError(f"pm: unknown device profile {name!r} (known: {', '.join(devices.known_names())}, "
+                         "a profile file PATH.json, or a name given to torch_tier.register_device)")
+    if devices.is_profile_file(name):
+        devices.load(name)  # a bad file fails here, naming the file and the field
     return name
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .. import devices
 from ..report import add_model_arguments, build_workload, capture_workload, fail
 from . import compare
 from .erl import train
@@ -26,7 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_model_arguments(parser)
     parser.add_argument("--budget", default="25%", help="DRAM budget: bytes, '512MiB', or '25%%' of the all-DRAM "
                                                         "footprint (default 25%%)")
-    parser.add_argument("--pm", default="sim:optane-100", help="slow tier (default sim:optane-100)")
+    parser.add_argument("--pm", default="sim:optane-100",
+                        help="the slow tier runs use: sim:PROFILE, sim:MODEL (a device model), sim:PATH.json, "
+                             "memkind:DIR, kmem (default sim:optane-100)")
+    parser.add_argument("--assume", metavar="PROFILE",
+                        help="the device profile the model-based parts assume (seeding, greedy and optimal, "
+                             "predictions); default the sim's profile, else optane-100")
     parser.add_argument("--out", required=True, type=Path, metavar="OUT.json", help="policy file to write")
     parser.add_argument("--fitness", choices=("model", "measured"), default="model",
                         help="cost-model prediction or timed inference (default model)")
@@ -47,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     worker = subparsers.add_parser("worker", help="time placements sent by a trainer",
                                    description="Connect to a trainer and time the placements it sends.")
     worker.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the trainer's address")
+    worker.add_argument("--device", action="append", default=[], metavar="NAME=MODULE:FUNCTION",
+                        help="register a device model before serving, so that pm='sim:NAME' emulates it "
+                             "(repeatable)")
     worker.set_defaults(func=run_worker)
     return parser
 
@@ -64,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         result = train(workload.model, workload.inputs, dram_budget=args.budget, pm=args.pm, fitness=args.fitness,
                        evaluations=args.evaluations, population=args.population, seed=args.seed, workers=workers,
                        checkpoint=checkpoint, resume=args.resume is not None,
-                       seed_baselines=not args.no_baseline_seeds, graph=graph, compare_rounds=args.rounds)
+                       seed_baselines=not args.no_baseline_seeds, graph=graph, compare_rounds=args.rounds,
+                       device=args.assume)
     except ValueError as err:  # a budget that cannot be read or met, a checkpoint of another model
         return fail("train", err)
     meta = result.policy.metadata
@@ -87,6 +97,14 @@ def run(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     """Serve a trainer until it says stop."""
     logging.basicConfig(level=logging.INFO, format="torch-tier worker: %(message)s")
+    for spec in args.device:
+        name, sep, reference = spec.partition("=")
+        if not sep or ":" not in reference:
+            return fail("worker", ValueError(f"--device {spec!r}: expected NAME=MODULE:FUNCTION"))
+        try:
+            devices.register_device(name, devices.resolve_reference(reference))
+        except (ValueError, TypeError) as err:
+            return fail("worker", err)
     worker = Worker(args.connect)
     try:
         worker.serve()

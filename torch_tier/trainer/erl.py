@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterator, Union
 import numpy as np
 import torch
 
-from .. import baselines
+from .. import baselines, devices
 from ..graph import TierGraph
 from ..graph_capture import capture
 from ..policy import Policy, fingerprint
 from ..cost_model import predict
-from ..tiers import DEFAULT_PROFILE, parse_pm
+from ..tiers import parse_pm
 from . import checkpoint as checkpoints
 from . import compare
 from .budget import Budget
@@ -223,12 +223,15 @@ def train(
     max_repeats: int = 9,
     warmup: int = 1,
     compare_rounds: int = 0,
+    device: str | None = None,
 ) -> TrainResult:
     """Search placements of `model` under `dram_budget` and return the fastest found.
 
     dram_budget: bytes, '512MiB', a fraction (0.25) or a share of the all-DRAM footprint ('25%').
-    pm: the slow tier measured runs use ('sim:PROFILE', 'memkind:DIR', 'kmem'); a sim
-        profile is also the cost model's device (else optane-100).
+    pm: the slow tier measured runs use ('sim:NAME', 'memkind:DIR', 'kmem').
+    device: the profile the model-based parts assume (seeding, greedy and optimal baselines,
+        model fitness, predictions in tables), apart from `pm`, which is what runs. Default:
+        the sim's profile when `pm` names one, else optane-100 (e.g. for a device model).
     fitness: 'model' (the cost model's prediction) or 'measured' (timed inference in workers).
     evaluations: the evaluation budget: a generation starts only if its population's
         proposals fit in what is left; re-timing and top-ups (measured) use the rest.
@@ -265,7 +268,7 @@ def train(
         graph = graph or capture(model, inputs)
         spec = parse_pm(pm)
         settings = Settings(budget=baselines.dram_budget(graph, dram_budget), pm=str(spec),
-                            device=spec.profile or DEFAULT_PROFILE, fitness=fitness, population=population,
+                            device=device or devices.assumed_profile(spec.profile), fitness=fitness, population=population,
                             seed=seed, seed_baselines=seed_baselines, repeats=repeats, max_repeats=max_repeats,
                             warmup=warmup)
     search = Search(graph, settings)

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import zmq
 
+from .. import devices
 from ..timing import measure
 from ..policy import Placement, Policy, fingerprint
 from ..tiers import TIER_NAMES
@@ -287,8 +288,10 @@ class WorkerPool:
 
 
 def _spawn(address: str) -> subprocess.Popen:
-    """A local worker process; in its own session, so a Ctrl-C meant for the trainer spares it."""
-    return subprocess.Popen([sys.executable, "-m", "torch_tier.cli", "worker", "--connect", address],
+    """A local worker process; in its own session, so a Ctrl-C meant for the trainer spares it.
+    It registers the device models registered here, by reference (`--device NAME=MODULE:FUNCTION`)."""
+    devices_args = [arg for name, ref in devices.registered_references().items() for arg in ("--device", f"{name}={ref}")]
+    return subprocess.Popen([sys.executable, "-m", "torch_tier.cli", "worker", "--connect", address, *devices_args],
                             stdout=subprocess.DEVNULL, start_new_session=True)
 
 
