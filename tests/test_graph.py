@@ -1,5 +1,8 @@
 """capture(): nodes, bytes, lifetimes, edges; footprints; the cost model and the simulated tier."""
 
+import random
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +126,37 @@ def test_overlap_hides_at_most_its_share_of_the_extra(bert_graph):
     assert np.allclose(hidden, np.minimum(cost_model.OVERLAP * linear, costs.compute))
     assert cost_model.predict(g, g.policy([tt.Placement("pm", "pm")] * len(g.nodes))) == \
         pytest.approx(g.base_time + extras.sum())
+
+
+class Jittery(torch.nn.Module):
+    """A linear layer that sleeps: the first `slow_first` forwards 40, 20, 13, ... ms (a warm-up that
+    fades), later ones 1 to 3 ms at random."""
+
+    def __init__(self, slow_first: int = 0):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+        self.calls, self.slow_first = 0, slow_first
+        self.rng = random.Random(0)
+
+    def forward(self, x):
+        self.calls += 1
+        time.sleep(0.04 / self.calls if self.calls <= self.slow_first else self.rng.uniform(0.001, 0.003))
+        return self.linear(x)
+
+
+def test_capture_times_until_the_median_is_known():
+    x = torch.randn(2, 8)
+    loose = capture(Jittery(), x, repeats=5, precision=1.0).metadata["timing"]
+    assert loose["repeats"] == 5 and loose["reached"]
+    tight = capture(Jittery(), x, repeats=5, precision=0.03).metadata["timing"]
+    assert tight["repeats"] > 5
+    low, high = tight["interval"]
+    assert low <= tight["median"] <= high and tight["precision"] == pytest.approx((high - low) / 2 / tight["median"])
+    assert tight["reached"] == (tight["precision"] <= 0.03)
+
+
+def test_capture_drops_slow_first_forwards():
+    graph = capture(Jittery(slow_first=9), torch.randn(2, 8), repeats=5, precision=1.0)
+    assert graph.metadata["timing"]["warmup"] >= 8  # the traced forward was the first
+    assert graph.base_time < 0.005  # none of the slow forwards was timed
+    assert "±" in graph.summary().splitlines()[0]

@@ -132,8 +132,11 @@ class TierGraph:
 
     def summary(self) -> str:
         """A table of the nodes: type, calls, bytes held, allocated and read, own time."""
+        timing = self.metadata.get("timing")
+        spread = (f" ±{timing['precision']:.1%} (95% interval of the median, {timing['repeats']} forwards)"
+                  if timing else "")
         rows = [f"{self.model_name}: {len(self.nodes)} nodes, {len(self.edges)} edges, {len(self.buffers)} "
-                f"buffers, {self.base_time * 1e3:.1f} ms per forward (all DRAM)",
+                f"buffers, {self.base_time * 1e3:.1f} ms per forward (all DRAM){spread}",
                 f"{'node':48} {'type':20} {'calls':>5} {'weights':>10} {'allocs':>10} {'reads':>10} {'ms':>8}"]
         for n in self.nodes:
             rows.append(f"{(n.path or '<root>')[-48:]:48} {n.type[:20]:20} {n.calls:5d} {_mib(n.weight_bytes):>10} "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from .graph import EXTERNAL, Buffer, Edge, Node, Stream, TierGraph
 from .policy import Placement, Policy, fingerprint
 from .runtime import Session
 from .tensors import input_tensors, owned_tensors
+from .timing import Measurement
 
 
 @dataclass
@@ -113,8 +114,33 @@ def _attribute(events: list[tuple], calls: list[_Call]):
     return allocs, reads, transient
 
 
-def _own_times(model: torch.nn.Module, inputs: tuple, policy: Policy, repeats: int) -> tuple[dict, float]:
-    """Median own seconds per node and per forward, all DRAM, metered as a sim session meters."""
+WARMUP_MIN, WARMUP_MAX = 3, 20  # forwards before timing: page faults, lazy initialisation, caches
+WARMUP_SETTLED = 0.05  # warm-up ends once a forward is within this of the one before it
+MAX_SECONDS = 10.0  # timing stops here even short of the precision asked for
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How capture timed the all-DRAM forward: what it reached, and at what cost."""
+
+    repeats: int
+    warmup: int
+    median: float
+    interval: tuple[float, float]  # 95% distribution-free interval of the median (timing.Measurement)
+    precision: float  # half the interval's width over the median
+    reached: bool  # whether `precision` reached the precision asked for
+
+
+def _own_times(model: torch.nn.Module, inputs: tuple, policy: Policy, repeats: int, precision: float,
+               max_repeats: int) -> tuple[dict, Timing]:
+    """Median own seconds per node and per forward, all DRAM, metered as a sim session meters.
+
+    Warm-up runs until two forwards in a row agree (first forwards pay for page
+    faults and lazy initialisation); then forwards are timed until the median
+    forward time is known to `precision` (the 95% interval's half-width over
+    the median), at least `repeats` and at most `max_repeats` of them, or
+    MAX_SECONDS have passed.
+    """
     per_forward: list[dict[str, float]] = []
     totals: list[float] = []
     current: dict[str, float] = defaultdict(float)
@@ -122,21 +148,45 @@ def _own_times(model: torch.nn.Module, inputs: tuple, policy: Policy, repeats: i
     def record(path: str, own: float, _extra: float) -> None:
         current[path] += own
 
+    def forward() -> float:
+        current.clear()
+        start = time.perf_counter()
+        model(*inputs)
+        return time.perf_counter() - start
+
     with Session(policy, model, tiers.parse_pm("sim"), "fallback", recorder=record), torch.no_grad():
-        for _ in range(3):  # warm-up: first forwards pay for page faults and lazy initialisation
-            model(*inputs)
-        for _ in range(repeats):
-            current.clear()
-            start = time.perf_counter()
-            model(*inputs)
-            totals.append(time.perf_counter() - start)
+        warmup, last = 0, float("inf")
+        while warmup < WARMUP_MAX:
+            seconds, warmup = forward(), warmup + 1
+            if warmup >= WARMUP_MIN and abs(seconds - last) <= WARMUP_SETTLED * last:
+                break
+            last = seconds
+        deadline = time.perf_counter() + MAX_SECONDS
+        while True:
+            totals.append(forward())
             per_forward.append(dict(current))
+            if len(totals) >= max_repeats or (len(totals) >= repeats and
+                                               (_precision(totals) <= precision or time.perf_counter() > deadline)):
+                break
     medians = {path: statistics.median(f.get(path, 0.0) for f in per_forward) for path in policy.nodes}
-    return medians, statistics.median(totals)
+    measured = Measurement(tuple(totals))
+    reached = _precision(totals)
+    return medians, Timing(len(totals), warmup, measured.median, measured.interval(), reached, reached <= precision)
 
 
-def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats: int = 5) -> TierGraph:
-    """Profile `model` on `example_inputs` (a tensor or a tuple of them) into a TierGraph."""
+def _precision(samples: list[float]) -> float:
+    low, high = Measurement(tuple(samples)).interval()
+    return (high - low) / 2 / statistics.median(samples)
+
+
+def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats: int = 5,
+            precision: float = 0.02, max_repeats: int = 200) -> TierGraph:
+    """Profile `model` on `example_inputs` (a tensor or a tuple of them) into a TierGraph.
+
+    Own times are medians over at least `repeats` timed forwards, more until the
+    median forward is known to `precision` (see _own_times); the graph's
+    metadata["timing"] says what was reached.
+    """
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     modules = dict(model.named_modules())
     owned = owned_tensors(model)
@@ -178,7 +228,7 @@ def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats
             input_bytes[reader] += nbytes
 
     policy = Policy(fingerprint(model), name or type(model).__name__, nodes={p: Placement() for p in order})
-    own_time, base_time = _own_times(model, inputs, policy, repeats)
+    own_time, timing = _own_times(model, inputs, policy, repeats, precision, max(repeats, max_repeats))
     nodes = [
         Node(path=p, type=type(modules[p]).__name__, calls=per_node[p]["calls"],
              leaf=next(modules[p].children(), None) is None,
@@ -195,6 +245,7 @@ def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats
         edges=[Edge(s, d, b) for (s, d), b in sorted(edges.items(), key=lambda kv: (kv[0][1], kv[0][0]))],
         buffers=sorted(buffers, key=lambda b: b.alloc),
         events=end,
-        base_time=base_time,
-        metadata={"inputs": [list(t.shape) for t in inputs if torch.is_tensor(t)], "repeats": repeats},
+        base_time=timing.median,
+        metadata={"inputs": [list(t.shape) for t in inputs if torch.is_tensor(t)], "repeats": timing.repeats,
+                  "timing": {**asdict(timing), "interval": list(timing.interval)}},  # as JSON keeps it
     )
