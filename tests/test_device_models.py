@@ -150,7 +150,8 @@ def test_write_bandwidth_falls_with_writers():
     assert device_models.WriteThreads.write_bandwidth(4) == 12.5
     assert device_models.WriteThreads.write_bandwidth(24) == 7.5
     assert device_models.WriteThreads.write_bandwidth(14) == pytest.approx(10.0)
-    model, base = device_models.WriteThreads(writers=24), cost_model.cost_model("optane-100")
+    model = device_models.WriteThreads(writers=24)
+    base = cost_model.cost_model(model.profile)
     writes = traffic_of(TrafficStream(1 << 24, write=True, tier="pm"), seconds=0.0)
     assert model(writes) > base.call_extra(writes) * 1.5
 

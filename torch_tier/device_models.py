@@ -1,9 +1,9 @@
 """Device models for the emulated tier that the cost model does not describe.
 
 Each is a function of one call's Traffic (torch_tier.traffic) returning the
-extra seconds the slow tier adds, built on the optane-100 profile scaled to
-this host, with one piece of published behaviour the linear cost model
-leaves out. They exist so that a search driven by timed runs can be tested
+extra seconds the slow tier adds, built on a profile scaled to this host (a
+one-DIMM Optane server, optane-100-1dimm, or cxl), with one piece of
+published behaviour the linear cost model leaves out. They exist so that a search driven by timed runs can be tested
 against a device that differs from what the planner assumes, as real Optane
 or CXL memory does in ways nobody has written down. They are for research
 and testing, not a claim about any real device's numbers.
@@ -53,7 +53,6 @@ import dataclasses
 from functools import cached_property
 
 from .cost_model import CostModel, cost_model, overlapped
-from .devices import DEFAULT_PROFILE
 from .traffic import Traffic, TrafficStream
 
 MIXED_PENALTY = 2.0  # a modelling choice, not a published figure
@@ -66,7 +65,7 @@ DRAM_SHARE = 0.4  # of the host's DRAM bandwidth left to this job by its co-runn
 class _OnProfile:
     """A device model on top of a built-in profile's cost model (made on first use: it measures the host)."""
 
-    profile = DEFAULT_PROFILE
+    profile = "optane-100-1dimm"
 
     @cached_property
     def cost(self) -> CostModel:
