@@ -21,16 +21,18 @@ _EXPORTS = {
     "predict": "cost_model",
     "Session": "runtime", "enable": "runtime",
     "capture": "graph_capture",
+    "calibrate_device": "calibrate",
     "Measurement": "timing", "measure": "timing",
     "TrainResult": "trainer.erl", "train": "trainer.erl",
 }
 
 __all__ = ["Measurement", "Placement", "Policy", "PolicyError", "Session", "TierGraph", "Traffic", "TrafficStream",
-           "TrainResult", "capture", "enable", "fingerprint", "measure", "predict", "register_device", "reset_peaks",
-           "stats", "tier_of", "train"]
+           "TrainResult", "calibrate_device", "capture", "enable", "fingerprint", "measure", "predict",
+           "register_device", "reset_peaks", "stats", "tier_of", "train"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .calibrate import calibrate_device
     from .cost_model import predict
     from .devices import register_device
     from .graph import TierGraph
