@@ -6,6 +6,7 @@ import sys
 import time
 from collections import defaultdict
 
+import numpy as np
 import pytest
 import torch
 
@@ -180,3 +181,19 @@ def test_worker_registers_a_model_by_reference(registered):
             "sys.exit(a.func(a))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode != 0 and "json:nope" in out.stderr
+
+
+def test_graph_traffic_priced_by_the_cost_model_is_its_prediction(cnn):
+    """traffic.graph_traffic (the offline view a device model can be analysed on) moves what the cost model
+    prices: summed over the graph, the built-in device model gives exactly predict()'s latency."""
+    from torch_tier.graph_capture import capture
+    from torch_tier.traffic import graph_traffic
+
+    model, x = cnn
+    graph = capture(model, x, repeats=1)
+    cost = cost_model.cost_model("optane-100")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        array = rng.integers(0, 2, size=(len(graph.nodes), 2)).astype(np.int8)
+        offline = graph.base_time + sum(cost.call_extra(t) for t in graph_traffic(graph, array))
+        assert offline == pytest.approx(cost_model.graph_costs(graph, "optane-100").latency(array), rel=1e-12)
