@@ -147,6 +147,20 @@ def test_few_samples_fit_the_device_many_let_nodes_deviate():
     assert nodes.errors(held, held_seconds)["mean"] < 0.5 * device_only.errors(held, held_seconds)["mean"]
 
 
+def test_cross_validation_lets_nodes_deviate_only_where_the_data_says_so():
+    """Per-node corrections cost a dozen noisy samples more than they explain (the one-standard-error
+    rule keeps the device alone); 150 samples of a device whose cached decisions cost a fifth earn them."""
+    graph = synthetic_graph(60)
+    few = random_placements(graph, 12, seed=12)
+    in_family = latencies(known_truth(graph), few, 0.02, seed=13)
+    assert calibrate.choose_node_spread(graph, few, in_family, ASSUMED, noise=0.02) == 0.0
+    activation_factors = np.ones(60)
+    activation_factors[1::6] = 0.2
+    many = random_placements(graph, 150, seed=14)
+    deviating = latencies(known_truth(graph, activation_factors=activation_factors), many, 0.01, seed=15)
+    assert calibrate.choose_node_spread(graph, many, deviating, ASSUMED, noise=0.01, folds=5) > 0
+
+
 def test_fitted_model_is_a_graph_costs_the_optimum_applies_to():
     graph = synthetic_graph(30)
     placements = random_placements(graph, 15, seed=10)

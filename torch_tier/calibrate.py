@@ -56,7 +56,8 @@ from .policy import Placement, Policy
 
 SCALES = ("read", "write", "random")  # the device scale factors, in parameter order
 NOISE = 0.02  # relative standard deviation of one timed latency, when the caller does not say
-NODE_SPREAD = 0.5  # prior standard deviation of a decision's log correction (about x/÷ 1.65)
+NODE_SPREAD = 0.3  # prior standard deviation of a decision's log correction (about x/÷ 1.35)
+NODE_SPREADS = (0.0, 0.1, 0.3, 1.0)  # what choose_node_spread picks from (0: the device alone)
 DEVICE_SPREAD = 3.0  # prior standard deviation of a device scale's log: the datasheet is a weak guess
 CITATION = "calibration"
 
@@ -88,6 +89,7 @@ class Calibration:
     profile: dict[str, Any]
     samples: int
     train_error: dict[str, float]
+    node_spread: float  # the per-node corrections' prior spread; 0 when they were not fitted
 
     def predict(self, placement: np.ndarray) -> float:
         """Seconds per forward under `placement` ((nodes, 2) 0/1 = DRAM/PM), by the fitted model."""
@@ -148,14 +150,51 @@ def fit(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray, device: s
     device_only = _Problem(terms, placements, seconds, sigma, None, False, node_spread, device_spread)
     scales, weight_factors, activation_factors, base = device_only.unpack(
         _maximum_a_posteriori(device_only, device_only.start()))
-    if per_node and node_spread > 0:
+    per_node = per_node and node_spread > 0
+    if per_node:
         nodes = _Problem(terms, placements, seconds, sigma, scales, True, node_spread, device_spread)
         scales, weight_factors, activation_factors, base = nodes.unpack(_maximum_a_posteriori(nodes, nodes.start()))
     costs = terms.costs(scales, weight_factors, activation_factors, base)
     return Calibration(costs=costs, assumed=terms.prior, device=device, scales=dict(zip(SCALES, scales.tolist())),
                        weight_factors=weight_factors, activation_factors=activation_factors,
                        profile=fitted_profile(device, scales, len(seconds), graph.model_name, terms.random),
-                       samples=len(seconds), train_error=relative_errors(costs, placements, seconds))
+                       samples=len(seconds), train_error=relative_errors(costs, placements, seconds),
+                       node_spread=node_spread if per_node else 0.0)
+
+
+def choose_node_spread(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray,
+                       device: str = baselines.DEFAULT_DEVICE, noise: float | np.ndarray = NOISE,
+                       spreads: Sequence[float] = NODE_SPREADS, folds: int = 12, seed: int = 0) -> float:
+    """The prior spread of the per-node corrections that the samples support, by cross-validation.
+
+    Each spread (0: the device scales alone) is fitted on all but one fold
+    of the samples and predicts the left-out fold; the result is the smallest
+    spread whose mean squared relative error is within one standard error of
+    the least (the one-standard-error rule: the simpler model unless the data
+    clearly asks for more). Why: a correction per decision fitted to a dozen
+    noisy runs mostly fits the noise, and the optimiser then seeks out the
+    decisions the noise made look cheap; with many runs, or with nodes that
+    truly deviate, the corrections pay. Fewer than 4 samples: 0. Costs
+    folds x spreads fits (12 probes: about a second).
+    """
+    seconds = np.asarray(seconds, dtype=float)
+    placements = np.asarray(placements).reshape(len(seconds), len(graph.nodes), 2)
+    if len(seconds) < 4:
+        return 0.0
+    noise = np.broadcast_to(np.asarray(noise, dtype=float), seconds.shape)
+    fold = np.random.default_rng(seed).permutation(len(seconds)) % min(folds, len(seconds))
+    assumed = graph_costs(graph, device)
+    errors = np.zeros((len(spreads), len(seconds)))
+    for f in np.unique(fold):
+        train, test = fold != f, fold == f
+        for i, spread in enumerate(spreads):
+            fitted = fit(graph, placements[train], seconds[train], device, noise=noise[train], node_spread=spread,
+                         per_node=spread > 0, assumed=assumed)
+            predicted = np.array([fitted.costs.latency(p) for p in placements[test]])
+            errors[i, test] = (predicted / seconds[test] - 1) ** 2
+    mean, error = errors.mean(axis=1), errors.std(axis=1, ddof=1) / np.sqrt(len(seconds))
+    best = int(np.argmin(mean))
+    return float(min(s for s, m in zip(spreads, mean) if m <= mean[best] + error[best]))
 
 
 @dataclass(frozen=True)
@@ -309,6 +348,9 @@ def _maximum_a_posteriori(problem: _Problem, x: np.ndarray, iterations: int = 20
     plus a rank of at most the number of samples, so each step solves a
     samples-by-samples system (Woodbury) instead of a parameters-by-parameters one.
     """
+    from scipy.linalg import cho_factor, cho_solve  # the inner matrix is symmetric positive definite;
+    # numpy's general solve took 13 ms for 120 samples on a loaded host (threaded LU), Cholesky 0.3 ms
+
     precision = problem.spread ** -2.0
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -321,10 +363,10 @@ def _maximum_a_posteriori(problem: _Problem, x: np.ndarray, iterations: int = 20
         gradient = jacobian.T @ residual + precision * x
         diagonal = precision + damping * (precision + (jacobian * jacobian).sum(axis=0))
         scaled = jacobian / diagonal  # J D^-1
-        # einsum, not `scaled @ jacobian.T`: multithreaded BLAS on a small product takes tens of
-        # milliseconds on a loaded 2-core host (measured 50 ms, vs 2.6 ms for einsum's own loop)
+        # einsum, not `scaled @ jacobian.T`: threaded BLAS on a small product took 50 ms on a loaded
+        # 2-core host, einsum's own loop 2.6 ms
         inner = np.eye(len(residual)) + np.einsum("ip,jp->ij", scaled, jacobian)
-        step = -(gradient / diagonal - scaled.T @ np.linalg.solve(inner, scaled @ gradient))
+        step = -(gradient / diagonal - scaled.T @ cho_solve(cho_factor(inner), scaled @ gradient))
         new_cost, new_residual, new_jacobian = objective(x + step)
         if new_cost < cost:
             converged = cost - new_cost <= tolerance * cost
@@ -440,7 +482,9 @@ class CalibrationReport:
         scales = ", ".join(f"{k} x{v:.3f}" for k, v in self.calibration.scales.items())
         moved = int(np.sum(np.abs(np.log(np.concatenate([self.calibration.weight_factors,
                                                          self.calibration.activation_factors]))) > 0.1))
-        lines.append(f"device scales on {self.device}: {scales}; {moved} per-node corrections beyond 10%")
+        spread = self.calibration.node_spread
+        nodes = f"per-node corrections (spread {spread:g}): {moved} beyond 10%" if spread else "no per-node corrections"
+        lines.append(f"device scales on {self.device}: {scales}; {nodes}")
         return "\n".join(lines)
 
 
@@ -512,18 +556,20 @@ def time_placements(model: torch.nn.Module, inputs: Any, graph: TierGraph, place
 
 def calibrate_device(model: torch.nn.Module, inputs: Any, pm: str, device: str = baselines.DEFAULT_DEVICE,
                      budget: int | float | str = "25%", probes: int = 12, holdout: int = 6, repeats: int = 10,
-                     graph: TierGraph | None = None, seed: int = 0, per_node: bool = True,
+                     graph: TierGraph | None = None, seed: int = 0, node_spread: float | None = None,
                      progress: Progress | None = None) -> CalibrationReport:
     """Fit `device`'s cost model to `model` timed on the slow tier `pm`, and check the fit on held-out placements.
 
     Captures the graph (unless given), times `probes` probe placements
     (probe_placements) and `holdout` further coin-flip placements at the
     budget `repeats` times each on `pm`, fits the probes (fit; each timing's
-    noise is its measured spread over sqrt(repeats), at least 1%), and
-    reports both models' errors on the held-out ones. `probes` + `holdout`
-    placements are timed in all; the fit itself sees only the probes. On
-    `sim:` with a built-in profile the timed runs are that profile's cost
-    model plus noise.
+    noise is its measured spread over sqrt(repeats), at least 1%; the
+    per-node corrections' spread `node_spread`, or by default the one
+    choose_node_spread finds the probes support, often 0 at a dozen probes),
+    and reports both models' errors on the held-out ones. `probes` +
+    `holdout` placements are timed in all; the fit itself sees only the
+    probes. On `sim:` with a built-in profile the timed runs are that
+    profile's cost model plus noise.
     """
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     if graph is None:
@@ -537,8 +583,11 @@ def calibrate_device(model: torch.nn.Module, inputs: Any, pm: str, device: str =
     timed = time_placements(model, inputs, graph, probe | held, pm, repeats, progress=progress)
     probe_runs, held_runs = timed[:len(probe)], timed[len(probe):]
     noise = np.array([max(t.spread / np.sqrt(repeats), 0.01) for t in probe_runs])
-    calibration = fit(graph, np.array([t.placement for t in probe_runs]), np.array([t.seconds for t in probe_runs]),
-                      device, noise=noise, per_node=per_node)
+    placements, seconds = np.array([t.placement for t in probe_runs]), np.array([t.seconds for t in probe_runs])
+    if node_spread is None:
+        node_spread = choose_node_spread(graph, placements, seconds, device, noise, seed=seed)
+    calibration = fit(graph, placements, seconds, device, noise=noise, node_spread=node_spread,
+                      per_node=node_spread > 0)
     return CalibrationReport(graph, pm, device, probe_runs, held_runs, calibration)
 
 
