@@ -4,7 +4,7 @@ For each model (full size; batch 1, BERT at 128 tokens) the graph is captured
 once; then, per budget, every baseline of torch_tier.baselines is placed and
 its latency predicted by the cost model and measured on the simulated tier
 (``sim:optane-100``), with peak bytes per tier and slowdown against all-DRAM
-(the tables of ``torch-tier baselines``, torch_tier.report). Memory mode is a
+(the tables of ``torch-tier baselines``: torch_tier.comparison, torch_tier.report). Memory mode is a
 model of a hardware cache, so it is predicted only. Prints the tables and
 writes them to ``benchmarks/results/baselines.md``.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from torch_tier import baselines, host, report, zoo
+from torch_tier import baselines, comparison, host, report, zoo
 from torch_tier.graph import TierGraph
 from torch_tier.graph_capture import capture
 
@@ -34,11 +34,12 @@ BUDGETS = ["25%", "50%"]
 def section(workload: zoo.Workload, graph: TierGraph, budget: str, args: argparse.Namespace) -> str:
     """One model at one budget: a heading and the comparison table."""
     print(f"{workload.name}, DRAM budget {budget}:", file=sys.stderr)
-    rows = report.compare(workload, graph, budget, args.device, args.repeats, args.rounds)
+    rows = comparison.compare_locally(workload.model, workload.inputs, graph, budget, args.device, args.repeats,
+                                      args.rounds)
     limit = baselines.dram_budget(graph, budget)
     full = graph.footprint(graph.policy())["dram"]
     heading = f"### {workload.name}, DRAM budget {budget} ({limit / 2**20:.1f} of {full / 2**20:.1f} MiB)"
-    return f"{heading}\n\n{report.baselines_table(rows)}\n"
+    return f"{heading}\n\n{report.table(rows)}\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@
     112x112 pixels, 25%: 300 timed evaluations on one local worker, then the
     trained policy and every baseline timed side by side on that worker in
     interleaved rounds; memory mode is derived from the measured all-DRAM and
-    all-PM rows (train/compare.py). The per-round ratio trained / greedy is
+    all-PM rows (torch_tier/comparison.py). The per-round ratio trained / greedy is
     reported as well, since greedy and the optimum differ by less than the noise.
 
 Prints markdown tables, writes benchmarks/results/train.md and a PNG curve per
@@ -37,14 +37,15 @@ import numpy as np
 import torch
 
 from torch_tier import baselines, host, predict, zoo
+from torch_tier.comparison import compare, placements
 from torch_tier.graph import TierGraph
 from torch_tier.graph_capture import capture
+from torch_tier.placement import PlacementSpace
+from torch_tier.report import table
 from torch_tier.trainer import train
 from torch_tier.trainer.budget import Budget
 from torch_tier.trainer.chromosome import Chromosome
-from torch_tier.trainer.compare import compare, policies, table
 from torch_tier.trainer.fitness import measured
-from torch_tier.trainer.space import PlacementSpace
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET = "25%"  # of the measured part
@@ -119,7 +120,7 @@ def measured_fitness(args: argparse.Namespace) -> str:
     print(f"{graph.model_name}: measured fitness ...", file=sys.stderr)
     result = train(workload.model, workload.inputs, dram_budget=limit, pm=pm, fitness="measured",
                    evaluations=args.timed, population=10, seed=args.seed, workers=1, graph=graph)
-    named = policies(graph, limit, DEVICE, result.policy)
+    named = placements(graph, limit, DEVICE, result.policy)
     print(f"{graph.model_name}: timing {len(named)} policies side by side, {args.rounds} rounds ...", file=sys.stderr)
     with measured(workload.model, workload.inputs, graph, pm, workers=1, repeats=3) as judge:
         rows = compare(graph, named, limit, DEVICE, judge, args.rounds)
@@ -140,7 +141,7 @@ def measured_fitness(args: argparse.Namespace) -> str:
         f"{result.policy.metadata['samples']} times. Side by side: {args.rounds} rounds x 3 runs per policy "
         "(median, ± half the interquartile range over the median).",
         "",
-        table(rows),
+        table(rows, against="optimal"),
         "",
         f"The trained placement differs from greedy's in {(encoded['trained'] != encoded['greedy']).sum()} and "
         f"from the optimum's in {(encoded['trained'] != encoded['optimal']).sum()} of "

@@ -15,7 +15,7 @@ import torch
 
 import torch_tier
 from torch_tier import baselines, zoo
-from torch_tier.trainer import compare
+from torch_tier.report import table
 
 OUT = Path(__file__).resolve().parent / "output"
 DEVICE = "optane-100"
@@ -39,7 +39,7 @@ def main() -> None:
     policy.save(OUT / "resnet50-25.json")
     result.save_plot(OUT / "resnet50-25.png")
     rows = result.comparison  # the baselines and the trained policy, timed side by side on the same workers
-    print("\n" + compare.table(rows, against="trained"))
+    print("\n" + table(rows, against="trained"))
     print("\n(memory-mode is a model of Optane's DRAM-cache mode; all-dram ignores the budget)")
     print(f"\npolicy: {OUT / 'resnet50-25.json'}\ntraining curve: {OUT / 'resnet50-25.png'}\n")
 

@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 
 import torch_tier
-from torch_tier import baselines, zoo
-from torch_tier.trainer import compare
+from torch_tier import baselines, comparison, zoo
 
 HERE = Path(__file__).resolve().parent
 PM = "sim:optane-100"
@@ -56,7 +55,7 @@ def make(name: str, budgets: list[str], repeats: int, measure_limit: float) -> N
         train_s = time.perf_counter() - t1
         footprint = graph.footprint(policy)
         assert footprint["dram"] <= budget, (name, fraction, footprint, budget)
-        rows = compare.compare(graph, compare.policies(graph, budget, DEVICE, policy), budget, DEVICE)
+        rows = comparison.compare(graph, comparison.placements(graph, budget, DEVICE, policy), budget, DEVICE)
         meta = policy.metadata
         meta.update(
             model=name, size={}, description=work.description,

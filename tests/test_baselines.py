@@ -4,6 +4,7 @@ import itertools
 import random
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,7 +15,9 @@ from torch_tier.cli import main
 from torch_tier.graph import TierGraph
 from torch_tier.graph_capture import capture
 from torch_tier.policy import Placement
-from torch_tier.cost_model import graph_costs, placement_array, predict
+from torch_tier.cost_model import graph_costs, predict
+from torch_tier.placement import (PlacementSpace, from_vector, items, live_activations, of_items, to_array,
+                                  to_vector)
 
 BUDGETS = [0, "10%", "25%", "50%", "64KiB", "100%"]
 PLACEMENTS = [Placement(w, a) for w in ("dram", "pm") for a in ("dram", "pm")]
@@ -93,14 +96,23 @@ def test_optimal_beats_every_placement(resnet, budget):
             assert best <= extra(resnet, make(resnet, budget)) * (1 + bl.MILP_GAP) + 1e-12, name
 
 
+def _brute_force(graph: TierGraph, latency) -> list[tuple[int, float]]:
+    """(DRAM footprint, latency(placement array)) of every placement of `graph`."""
+    scored = []
+    for places in itertools.product(PLACEMENTS, repeat=len(graph.nodes)):
+        policy = graph.policy(list(places))
+        scored.append((graph.footprint(policy)["dram"], latency(to_array(graph, policy))))
+    return scored
+
+
+SHARES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
 def test_optimal_equals_brute_force(mlp):
     assert len(mlp.nodes) == 6
-    scored = []
-    for places in itertools.product(PLACEMENTS, repeat=len(mlp.nodes)):
-        policy = mlp.policy(list(places))
-        scored.append((mlp.footprint(policy)["dram"], predict(mlp, policy)))
+    scored = _brute_force(mlp, graph_costs(mlp).latency)
     full = mlp.footprint(mlp.policy())["dram"]
-    for share in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0):
+    for share in SHARES:
         limit = int(share * full)
         brute = min(seconds for dram, seconds in scored if dram <= limit)
         policy = bl.optimal(mlp, limit)
@@ -108,16 +120,34 @@ def test_optimal_equals_brute_force(mlp):
         assert predict(mlp, policy) == pytest.approx(brute, rel=1e-9, abs=1e-12), share
 
 
-def test_live_sets_bound_the_footprint_exactly(resnet):
+def test_live_activations_bound_the_footprint_exactly(resnet):
     """The MILP's budget rows give graph.footprint's DRAM peak for any placement."""
     rng = random.Random(1)
-    sets = bl._live_sets(resnet)
+    live = live_activations(resnet)
     for _ in range(20):
         places = [rng.choice(PLACEMENTS) for _ in resnet.nodes]
         policy = resnet.policy(places)
         weights = sum(n.weight_bytes for n, p in zip(resnet.nodes, places) if p.weight == "dram")
-        live = max(sum(b for node, b in held.items() if places[node].activation == "dram") for held in sets)
-        assert weights + live == resnet.footprint(policy)["dram"]
+        in_dram = [p.activation == "dram" for p in places]
+        assert weights + int((live @ in_dram).max()) == resnet.footprint(policy)["dram"]
+
+
+def test_placement_encodings_agree(resnet):
+    """Policy, placement array and decision vector are one placement: the conversions round-trip,
+    the vector's entries are items(graph) and the cost terms' columns."""
+    space = PlacementSpace(resnet)
+    terms = graph_costs(resnet)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        array = space.clean(rng.integers(0, 2, (space.nodes, 2)))
+        policy = space.policy(array)
+        assert (to_array(resnet, policy) == array).all() and (space.encode(policy) == array).all()
+        vector = to_vector(array)
+        assert (from_vector(vector) == array).all()
+        pm = [item for item, x in zip(items(resnet), vector) if x]
+        assert (of_items(resnet, pm) == array).all()
+        assert terms.terms() @ vector == pytest.approx(terms.linear(array), rel=1e-12, abs=1e-15)
+    assert space.decisions == int((space.all_in(1) == 1).sum()) < 2 * space.nodes  # ReLUs hold no weights
 
 
 def test_item_costs_bound_the_prediction(resnet):
@@ -130,9 +160,9 @@ def test_item_costs_bound_the_prediction(resnet):
     for _ in range(20):
         pm = {item for item in costs if rng.random() < 0.5}
         policy = bl._policy(resnet, pm)
-        no_overlap = terms.linear(placement_array(resnet, policy)).sum()
+        no_overlap = terms.linear(to_array(resnet, policy)).sum()
         assert sum(costs[item] for item in pm) - 1e-12 <= extra(resnet, policy) <= no_overlap + 1e-12
-    all_pm = placement_array(resnet, bl.all_pm(resnet, 0))
+    all_pm = to_array(resnet, bl.all_pm(resnet, 0))
     assert terms.extras(all_pm).sum() < terms.linear(all_pm).sum()  # the convolutions hide some of theirs
 
 
@@ -187,10 +217,11 @@ TINY_RESNET = ["resnet50", "--size", "image_size=32", "width=0.25", "depth=0.25"
 def test_cli_baselines_prints_the_table(capsys):
     assert main(["baselines", *TINY_RESNET, "--budget", "25%", "--repeats", "2", "--threads", "1"]) == 0
     out, err = capsys.readouterr()
-    assert "| baseline | predicted ms | measured ms | DRAM peak MiB | PM peak MiB |" in out
+    assert "| policy | DRAM peak MiB | PM peak MiB | predicted ms | vs all-dram | measured ms | ± |" in out
     for name in ["all-dram", *bl.BASELINES]:
         assert f"| {name}" in out
-    assert "| memory-mode (model) |" in out and "| (model) |" in out
+    assert "| all-dram | " in out and " | 1.0000 | " in out  # the reference row's own ratio
+    assert "| memory-mode (model) |" in out and " cache |" in out and "| (model) |" in out
     assert "round 2/2  optimal" in err  # progress, a line per baseline measured
 
 

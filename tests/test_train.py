@@ -13,10 +13,10 @@ import pytest
 import zmq
 
 from torch_tier import baselines, capture, zoo
+from torch_tier.placement import PlacementSpace
 from torch_tier.trainer import train
 from torch_tier.trainer.budget import Budget
 from torch_tier.trainer.chromosome import MAX_TEMPERATURE, MIN_TEMPERATURE, Chromosome
-from torch_tier.trainer.space import PlacementSpace
 from torch_tier.trainer.workers import PROTOCOL, Job, Worker, WorkerPool, decode, encode
 
 from conftest import small_cnn

@@ -1,8 +1,9 @@
 """Baseline placements under a DRAM budget, to compare learned policies against.
 
-Each baseline takes a captured TierGraph and a DRAM budget (bytes, a byte
-string such as '512MiB', a fraction such as 0.25, or a share of the all-DRAM
-footprint such as '25%') and returns a Policy over the graph's nodes whose
+Each baseline takes a captured TierGraph and a DRAM budget (a ``BudgetSpec``:
+bytes, a byte string such as '512MiB', a fraction such as 0.25, or a share of
+the all-DRAM footprint such as '25%'; ``dram_budget`` is the one place that
+reads a spec into bytes) and returns a Policy over the graph's nodes whose
 DRAM footprint (``graph.footprint``) is within the budget:
 
 - ``all_dram`` / ``all_pm``: everything in one tier (all-DRAM only when it fits);
@@ -19,8 +20,8 @@ DRAM footprint (``graph.footprint``) is within the budget:
 - ``optimal``: the exact best placement under the cost model, as a MILP
   (HiGHS through scipy.optimize.milp).
 
-A placement decision is an *item*: one node's weights or one node's
-activations (everything its own code allocates). Under the cost model (see
+A placement decision is an *item* (torch_tier.placement): one node's weights
+or one node's activations (everything its own code allocates). Under the cost model (see
 torch_tier.cost_model) an item's extra can hide behind its node's computation
 alone but not beside another item, so a placement's cost is not the sum of
 its items' costs alone in PM (``item_costs``), which is all greedy knows;
@@ -31,19 +32,18 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from .graph import TierGraph
-from .policy import Placement, Policy
 from .cost_model import OVERLAP, graph_costs, predict
+from .graph import TierGraph
+from .placement import Item, PlacementSpace, from_vector, items, live_activations, of_items
+from .policy import Policy
 from .tiers import parse_bytes
 
-Budget = int | float | str
-Item = tuple[int, Literal["weight", "activation"]]  # (node index, which of its tensors)
+BudgetSpec = int | float | str  # bytes, '512MiB', a fraction (0.25) or a share of the all-DRAM footprint ('25%')
 DEFAULT_DEVICE = "optane-100"
 MILP_TIME_LIMIT = 60.0  # seconds
 # Relative gap on the slow-tier extra at which HiGHS stops: proving the last
@@ -56,7 +56,7 @@ class BudgetError(ValueError):
     """A DRAM budget that cannot be read, or that no placement fits."""
 
 
-def parse_budget(budget: Budget) -> int | float:
+def parse_budget(budget: BudgetSpec) -> int | float:
     """Read a DRAM budget: bytes (an int, or a string such as '512MiB') as an int,
     or a share of the all-DRAM footprint (a float such as 0.25, or '25%') as a float.
 
@@ -80,8 +80,9 @@ def parse_budget(budget: Budget) -> int | float:
                           f"(0.25) or a percentage of the all-DRAM footprint ('25%')") from None
 
 
-def dram_budget(graph: TierGraph, budget: Budget) -> int:
-    """`budget` in bytes for `graph`, checked against the least DRAM any placement needs."""
+def dram_budget(graph: TierGraph, budget: BudgetSpec) -> int:
+    """`budget` in bytes for `graph`, checked against the least DRAM any placement needs
+    (BudgetError if below it): the one reading of a spec into bytes."""
     limit = parse_budget(budget)
     if isinstance(limit, float):
         limit = int(limit * graph.footprint(graph.policy())["dram"])
@@ -92,24 +93,9 @@ def dram_budget(graph: TierGraph, budget: Budget) -> int:
     return limit
 
 
-def items(graph: TierGraph) -> list[Item]:
-    """Every placement decision of `graph`: all nodes' weights, then all nodes' activations."""
-    n = len(graph.nodes)
-    return [(i, "weight") for i in range(n)] + [(i, "activation") for i in range(n)]
-
-
-def _exists(graph: TierGraph, item: Item) -> bool:
-    node = graph.nodes[item[0]]
-    return (node.weight_bytes if item[1] == "weight" else node.alloc_bytes) > 0
-
-
-def _policy(graph: TierGraph, pm: set[Item], **metadata: object) -> Policy:
+def _policy(graph: TierGraph, pm: Iterable[Item], **metadata: object) -> Policy:
     """The policy putting the items in `pm` on the slow tier; items of no bytes stay in DRAM."""
-    def tier(item: Item) -> str:
-        return "pm" if item in pm and _exists(graph, item) else "dram"
-
-    places = [Placement(tier((i, "weight")), tier((i, "activation"))) for i in range(len(graph.nodes))]
-    return graph.policy(places, **metadata)
+    return PlacementSpace(graph).policy(of_items(graph, pm), **metadata)
 
 
 def _metadata(found_by: str, limit: int, device: str, **extra: object) -> dict[str, object]:
@@ -148,7 +134,7 @@ def _touch_order(graph: TierGraph) -> list[Item]:
     return [(i, "weight") for i in range(len(graph.nodes))] + [(i, "activation") for i in nodes]
 
 
-def all_dram(graph: TierGraph, budget: Budget | None = None, device: str = DEFAULT_DEVICE) -> Policy:
+def all_dram(graph: TierGraph, budget: BudgetSpec | None = None, device: str = DEFAULT_DEVICE) -> Policy:
     """Everything in DRAM: the reference every slowdown is measured against.
 
     With a budget it must fit (BudgetError otherwise); without one it is unconstrained.
@@ -162,19 +148,19 @@ def all_dram(graph: TierGraph, budget: Budget | None = None, device: str = DEFAU
     return policy
 
 
-def all_pm(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:
+def all_pm(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -> Policy:
     """Everything in PM."""
     limit = dram_budget(graph, budget)
     return _policy(graph, set(items(graph)), **_metadata("all-pm", limit, device))
 
 
-def first_touch(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:
+def first_touch(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -> Policy:
     """The OS default: DRAM in first-touch order while it has room, then PM."""
     limit = dram_budget(graph, budget)
     return _policy(graph, _fill(graph, _touch_order(graph), limit), **_metadata("first-touch", limit, device))
 
 
-def interleave(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE, seed: int = 0) -> Policy:
+def interleave(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, seed: int = 0) -> Policy:
     """OS interleave ("PM + DRAM"): each tensor to DRAM or PM by a coin flip (seeded);
     a tensor drawn for DRAM falls back to PM when DRAM is full at its first touch."""
     limit = dram_budget(graph, budget)
@@ -183,7 +169,7 @@ def interleave(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE, s
     return _policy(graph, _fill(graph, drawn, limit), **_metadata("interleave", limit, device, seed=seed))
 
 
-def memory_mode(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:
+def memory_mode(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -> Policy:
     """Optane memory mode (2LM): every tensor in PM behind a DRAM cache of the budget's size.
 
     A hardware cache is no placement, so this is the all-PM policy labelled as
@@ -201,7 +187,7 @@ def memory_mode_hit_ratio(graph: TierGraph, limit: int) -> float:
     return min(1.0, limit / working_set) if working_set else 1.0
 
 
-def memory_mode_latency(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> float:
+def memory_mode_latency(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -> float:
     """Modelled seconds per forward in memory mode: the all-DRAM time plus the
     all-PM extra of the cost model for the missed share of the traffic.
 
@@ -213,14 +199,14 @@ def memory_mode_latency(graph: TierGraph, budget: Budget, device: str = DEFAULT_
     return memory_mode_between(graph, limit, graph.base_time, predict(graph, all_pm(graph, limit, device), device))
 
 
-def memory_mode_between(graph: TierGraph, budget: Budget, all_dram: float, all_pm: float) -> float:
+def memory_mode_between(graph: TierGraph, budget: BudgetSpec, all_dram: float, all_pm: float) -> float:
     """Memory mode's seconds from the all-DRAM and all-PM ones (predicted or measured):
     the missed share of the traffic pays the slow tier's extra."""
     miss = 1.0 - memory_mode_hit_ratio(graph, dram_budget(graph, budget))
     return all_dram + miss * (all_pm - all_dram)
 
 
-def greedy(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Policy:
+def greedy(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -> Policy:
     """Hot/cold: items by slow-tier cost saved per byte of DRAM, hottest first, each into DRAM if it fits.
 
     An item's bytes are what it alone occupies in PM (weights, or the peak of
@@ -237,29 +223,7 @@ def greedy(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE) -> Po
     return _policy(graph, _fill(graph, order, limit), **_metadata("greedy", limit, device))
 
 
-def _live_sets(graph: TierGraph) -> list[dict[int, int]]:
-    """Activation bytes live per node at each peak of the trace, deduplicated.
-
-    The DRAM footprint peaks right after an allocation, and within a run of
-    allocations with no free between them the live set only grows, so the
-    end of each run is the one moment to constrain. Events are ordered as
-    graph.footprint orders them (at one event index, frees first).
-    """
-    changes = sorted([(b.alloc, b.size, b.node) for b in graph.buffers] +
-                     [(b.free, -b.size, b.node) for b in graph.buffers])
-    live: dict[int, int] = defaultdict(int)
-    sets: dict[tuple[tuple[int, int], ...], None] = {}
-    grew = False
-    for _, delta, node in changes + [(graph.events, -1, -1)]:  # a sentinel free closes the last run
-        if delta < 0 and grew:
-            sets[tuple(sorted((n, b) for n, b in live.items() if b))] = None
-        if delta:
-            grew = delta > 0
-        live[node] += delta
-    return [dict(key) for key in sets] or [{}]
-
-
-def optimal(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE,
+def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE,
             time_limit: float = MILP_TIME_LIMIT) -> Policy:
     """The placement of least predicted latency on `device` within the budget, as a MILP.
 
@@ -267,23 +231,20 @@ def optimal(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE,
     L_i = sum_k a_ik x_k node i's slow-tier extra before overlap and c_i its
     computing time, the cost model's e_i = max((1 - OVERLAP) L_i, L_i - c_i)
     is convex, so minimising sum_i e_i subject to e_i >= (1 - OVERLAP) L_i
-    and e_i >= L_i - c_i is exact. Subject also to, at every
-    peak of the live activation set (``_live_sets``): DRAM weights +
-    DRAM-resident live activations <= budget. Solved by HiGHS to a relative
-    gap of MILP_GAP on the extra; metadata records whether that was proven
-    within `time_limit`, and the gap.
+    and e_i >= L_i - c_i is exact. Subject also to, at every peak of the live
+    activation set (placement.live_activations): DRAM weights + DRAM-resident
+    live activations <= budget. Solved by HiGHS to a relative gap of MILP_GAP
+    on the extra; metadata records whether that was proven within
+    `time_limit`, and the gap.
     """
     limit = dram_budget(graph, budget)
-    decisions = items(graph)
     n = len(graph.nodes)
-    live = _live_sets(graph)
+    live = live_activations(graph)
     rows = np.zeros((len(live), 2 * n))  # bytes each item holds in DRAM at each peak, if it is there
     rows[:, :n] = [node.weight_bytes for node in graph.nodes]
-    for r, held in enumerate(live):
-        for node, nbytes in held.items():
-            rows[r, n + node] = nbytes
+    rows[:, n:] = live
     costs = graph_costs(graph, device)
-    linear = costs.terms()  # (nodes, items), items in the order of decisions
+    linear = costs.terms()  # (nodes, items), items in decision-vector order
     unit = max(linear.max(), 1e-12)  # seconds -> shares of the largest term, for the solver's tolerances
     pays_all = np.hstack([-linear / unit, np.eye(n)])  # e_i - L_i >= -c_i
     pays_share = np.hstack([-(1 - OVERLAP) * linear / unit, np.eye(n)])  # e_i - (1 - OVERLAP) L_i >= 0
@@ -291,6 +252,7 @@ def optimal(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE,
     objective = np.concatenate([np.zeros(2 * n), np.ones(n)])
     integrality = np.concatenate([np.ones(2 * n), np.zeros(n)])
     bounds = Bounds(np.zeros(3 * n), np.concatenate([np.ones(2 * n), np.full(n, np.inf)]))
+    space = PlacementSpace(graph)
     excess = 0  # bytes the rounded solution went over: tighten by that much and solve again
     for _ in range(3):
         need = (rows.sum(axis=1) - (limit - excess)) / scale  # bytes that must go to PM at each peak
@@ -301,9 +263,9 @@ def optimal(graph: TierGraph, budget: Budget, device: str = DEFAULT_DEVICE,
                       options={"time_limit": time_limit, "mip_rel_gap": MILP_GAP})
         if result.x is None:
             raise RuntimeError(f"optimal: HiGHS found no placement within {limit} bytes: {result.message}")
-        pm = {item for item, x in zip(decisions, result.x[:2 * n]) if x > 0.5}
-        policy = _policy(graph, pm, **_metadata("optimal", limit, device, proven_optimal=result.status == 0,
-                                                mip_gap=result.mip_gap, solver="HiGHS (scipy.optimize.milp)"))
+        placement = from_vector((result.x[:2 * n] > 0.5).astype(np.int8))
+        policy = space.policy(placement, **_metadata("optimal", limit, device, proven_optimal=result.status == 0,
+                                                     mip_gap=result.mip_gap, solver="HiGHS (scipy.optimize.milp)"))
         over = graph.footprint(policy)["dram"] - limit
         if over <= 0:
             return policy

@@ -51,6 +51,7 @@ import torch
 
 from . import devices, host
 from .graph import Stream, TierGraph
+from .placement import to_array
 from .policy import Policy
 from .traffic import Traffic
 
@@ -217,12 +218,6 @@ def graph_costs(graph: TierGraph, device: str = "optane-100") -> GraphCosts:
     )
 
 
-def placement_array(graph: TierGraph, policy: Policy) -> np.ndarray:
-    """`policy` over `graph`'s nodes as a (nodes, 2) array of 0/1 = DRAM/PM (weights, activations)."""
-    places = [policy.placement_of(node.path) for node in graph.nodes]
-    return np.array([[p.weight == "pm", p.activation == "pm"] for p in places], dtype=np.int8).reshape(-1, 2)
-
-
 def predict(graph: TierGraph, policy: Policy, device: str = "optane-100") -> float:
     """Seconds per forward under `policy`: the all-DRAM time plus every node's slow-tier extra."""
-    return graph_costs(graph, device).latency(placement_array(graph, policy))
+    return graph_costs(graph, device).latency(to_array(graph, policy))

@@ -1,85 +1,28 @@
-"""The CLI's tables: `torch-tier profile` (a model's placement graph) and
+"""The command line's tables: `torch-tier profile` (a model's placement graph) and
 `torch-tier baselines` (the baseline placements under a DRAM budget, each
-predicted by the cost model and measured on the simulated tier).
-
-``compare`` and ``baselines_table`` are also what benchmarks/baselines.py
-prints, so the CLI and the benchmark show the same numbers the same way.
+predicted by the cost model and measured on the simulated tier), and ``table``,
+the one printer of a comparison (torch_tier.comparison) that the trainer's
+CLI, the examples and the benchmarks print too. Nothing below the CLI imports
+this module.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from . import baselines, devices, zoo
+from . import baselines, comparison, devices, zoo
+from .comparison import MEMORY_MODE, Row
+from .cost_model import predict
 from .graph import TierGraph
 from .graph_capture import capture
-from .timing import Measurement, measure
-from .policy import Policy
-from .cost_model import predict
-
-Progress = Callable[[str], None]
-MEMORY_MODE = "memory-mode"
-
-
-@dataclass
-class Row:
-    """One baseline under one budget: predicted and measured seconds, peak bytes per tier."""
-
-    name: str
-    policy: Policy
-    predicted: float
-    measured: Measurement | None  # None: a model, not a placement (memory mode)
-    dram: int  # peak bytes; for memory mode the DRAM cache
-    pm: int
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def placements(graph: TierGraph, budget: baselines.Budget, device: str) -> dict[str, Policy]:
-    """All-DRAM (the unconstrained reference), then every baseline of torch_tier.baselines under `budget`."""
-    found = {"all-dram": baselines.all_dram(graph, device=device)}
-    return found | {name: make(graph, budget, device) for name, make in baselines.BASELINES.items()}
-
-
-def compare(workload: zoo.Workload, graph: TierGraph, budget: baselines.Budget, device: str = "optane-100",
-            repeats: int = 10, rounds: int = 2, progress: Progress = _stderr) -> list[Row]:
-    """Every placement of ``placements``: predicted, and measured on the simulated `device` tier.
-
-    The `repeats` timed runs of each placement are taken in `rounds` rounds
-    that visit every placement in turn, so that a shared machine's load
-    changing over time falls on all of them alike. Memory mode is a model,
-    so it is predicted only (see baselines.memory_mode_latency).
-    """
-    policies = placements(graph, budget, device)
-    predicted = {name: predict(graph, policy, device) for name, policy in policies.items()}
-    predicted[MEMORY_MODE] = baselines.memory_mode_latency(graph, budget, device)
-    samples: dict[str, list[float]] = {name: [] for name in policies if name != MEMORY_MODE}
-    rounds = max(1, min(rounds, repeats))
-    for r in range(rounds):
-        for name in samples:
-            runs = len(range(r, repeats, rounds))  # this round's share of the repeats
-            result = measure(workload.model, workload.inputs, policies[name], pm=f"sim:{device}", repeats=runs,
-                             warmup=1)
-            samples[name] += result.samples
-            progress(f"  round {r + 1}/{rounds}  {name:12} predicted {predicted[name] * 1e3:9.2f} ms, "
-                     f"measured {result}")
-    rows = []
-    for name, policy in policies.items():
-        footprint = graph.footprint(policy)
-        if name == MEMORY_MODE:
-            cache = min(policy.metadata["dram_budget"], graph.footprint(graph.policy())["dram"])
-            rows.append(Row(name, policy, predicted[name], None, cache, footprint["pm"]))
-        else:
-            rows.append(Row(name, policy, predicted[name], Measurement(tuple(samples[name])), footprint["dram"],
-                            footprint["pm"]))
-    return rows
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -92,28 +35,30 @@ def _mib(nbytes: int) -> str:
     return f"{nbytes / 2**20:.1f}"
 
 
-def baselines_table(rows: list[Row]) -> str:
-    """The comparison as a markdown table, slowdowns relative to the all-DRAM row, and a
-    note on memory mode's row (a model of a hardware cache, not a measured placement)."""
-    reference = rows[0]
+def table(rows: list[Row], against: str = "all-dram") -> str:
+    """A comparison as a markdown table: peak bytes per tier, predicted and (when row `against`
+    was timed) measured latency, each also as a ratio to row `against`; memory mode's row, a
+    model of a hardware cache rather than a placement, is marked and explained in a note."""
+    base = next(r for r in rows if r.name == against)
+    timed = base.timing is not None
+    headers = ["policy", "DRAM peak MiB", "PM peak MiB", "predicted ms", f"vs {against}"]
+    headers += ["measured ms", "±", f"vs {against}"] if timed else []
     cells = []
-    for row in rows:
-        model = row.measured is None
-        cells.append([
-            f"{row.name} (model)" if model else row.name,
-            f"{row.predicted * 1e3:.2f}",
-            "(model)" if model else f"{row.measured.median * 1e3:.2f} ±{row.measured.spread:.1%}",
-            _mib(row.dram) + (" cache" if model else ""),
-            _mib(row.pm),
-            f"{row.predicted / reference.predicted:.3f}",
-            "(model)" if model else f"{row.measured.median / reference.measured.median:.3f}",
-        ])
-    table = markdown_table(["baseline", "predicted ms", "measured ms", "DRAM peak MiB", "PM peak MiB",
-                            "slowdown predicted", "slowdown measured"], cells)
-    notes = [f"{MEMORY_MODE} (model): every tensor in PM behind a DRAM cache of the budget's size; latency "
-             f"from the cost model at a hit ratio of {row.policy.metadata['hit_ratio']:.2f} (the share of the "
-             f"working set the cache holds), not measured." for row in rows if row.measured is None]
-    return "\n\n".join([table, *notes])
+    for r in rows:
+        model = r.name == MEMORY_MODE
+        line = [f"{r.name} (model)" if model else r.name, _mib(r.dram_bytes) + (" cache" if model else ""),
+                _mib(r.pm_bytes), f"{r.predicted * 1e3:.3f}", f"{r.predicted / base.predicted:.4f}"]
+        if timed and r.measured is None:
+            line += ["(model)"] * 3
+        elif timed:
+            spread = f"{r.spread:.1%}" if r.spread is not None else "(model)"
+            line += [f"{r.measured * 1e3:.2f}", spread, f"{r.measured / base.measured:.3f}"]
+        cells.append(line)
+    notes = [f"{MEMORY_MODE} (model): every tensor in PM behind a DRAM cache of the budget's size, at a hit ratio "
+             f"of {r.policy.metadata['hit_ratio']:.2f} (the share of the working set the cache holds); its latency "
+             f"is the cost model's, and where measured, the timed all-DRAM and all-PM latencies weighed by that "
+             f"ratio: never timed itself." for r in rows if r.name == MEMORY_MODE]
+    return "\n\n".join([markdown_table(headers, cells), *notes])
 
 
 def _size(text: str) -> tuple[str, Any]:
@@ -238,7 +183,8 @@ def run_baselines(args: argparse.Namespace) -> int:
     full = graph.footprint(graph.policy())["dram"]
     _stderr(f"DRAM budget {args.budget}: {_mib(limit)} of {_mib(full)} MiB; measuring each baseline "
             f"({args.repeats} runs on sim:{args.device}) ...")
-    rows = compare(workload, graph, args.budget, args.device, args.repeats, args.rounds)
+    rows = comparison.compare_locally(workload.model, workload.inputs, graph, args.budget, args.device,
+                                      args.repeats, args.rounds)
     print(f"{workload.name} on {args.device}, DRAM budget {args.budget} ({_mib(limit)} of {_mib(full)} MiB)\n")
-    print(baselines_table(rows))
+    print(table(rows))
     return 0

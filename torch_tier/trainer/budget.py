@@ -12,10 +12,10 @@ well is repaired well.
 
 The footprint is graph.footprint's, computed for many placements at once:
 weights in DRAM plus the peak over time of DRAM-resident live activations.
-The live activation bytes of every node after each allocation event form a
-matrix `live` (one row per event), so the DRAM activation peak of a placement
-is `max(live @ in_dram)`, exact, since graph.footprint takes its peak over
-the same events in the same order.
+The live activation bytes of every node at each moment the live set stops
+growing form a matrix `live` (placement.live_activations, one row per such
+moment), so the DRAM activation peak of a placement is `max(live @ in_dram)`,
+exact: every peak of graph.footprint is at one of those moments.
 """
 
 from __future__ import annotations
@@ -23,37 +23,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..graph import TierGraph
+from ..baselines import BudgetSpec, dram_budget
+from ..placement import PlacementSpace, live_activations
 from ..tiers import DRAM, PM
-from .space import PlacementSpace
-
-
-def live_matrix(graph: TierGraph) -> np.ndarray:
-    """Live activation bytes per node (columns) after each allocation event (rows), deduplicated."""
-    changes = sorted([(b.alloc, b.size, b.node) for b in graph.buffers] +
-                     [(b.free, -b.size, b.node) for b in graph.buffers])
-    live = np.zeros(len(graph.nodes))
-    rows = [live.copy()]
-    for _, delta, node in changes:
-        live[node] += delta
-        if delta > 0:  # the peak is only ever reached right after an allocation
-            rows.append(live.copy())
-    return np.unique(np.array(rows), axis=0)
 
 
 class Budget:
-    """A DRAM budget of `limit` bytes over one graph's placements."""
+    """A DRAM budget over one graph's placement arrays: the limit in bytes (`spec` read by
+    baselines.dram_budget, BudgetError if unreadable or below what every placement needs)
+    and the exact footprint of arrays against it."""
 
-    def __init__(self, space: PlacementSpace, limit: int):
+    def __init__(self, space: PlacementSpace, spec: BudgetSpec):
         self.space = space
-        self.limit = int(limit)
+        self.limit = dram_budget(space.graph, spec)
         self.weights = np.array([n.weight_bytes for n in space.graph.nodes], dtype=np.float64)
-        self.live = live_matrix(space.graph)
-        self.full = self.dram_bytes(space.all_in(DRAM))
-        least = self.dram_bytes(space.all_in(PM))
-        if least > self.limit:
-            raise ValueError(f"DRAM budget of {self.limit} bytes is below the {least} bytes "
-                             f"every placement of {space.graph.model_name} keeps in DRAM")
+        self.live = live_activations(space.graph)
 
     def dram_bytes(self, placement: np.ndarray) -> int:
         """DRAM footprint of one placement, (nodes, 2) or flattened (equal to graph.footprint's)."""

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from .. import devices
-from ..report import add_model_arguments, build_workload, capture_workload, fail
-from . import compare
+from .. import comparison
+from ..report import add_model_arguments, build_workload, capture_workload, fail, table
 from .erl import train
 from .workers import Worker
 
@@ -78,15 +78,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # a budget that cannot be read or met, a checkpoint of another model
         return fail("train", err)
     meta = result.policy.metadata
-    rows = result.comparison or compare.compare(  # interrupted: predicted only
-        result.graph, compare.policies(result.graph, meta["dram_budget"], meta["device"], result.policy),
+    rows = result.comparison or comparison.compare(  # interrupted: predicted only
+        result.graph, comparison.placements(result.graph, meta["dram_budget"], meta["device"], result.policy),
         meta["dram_budget"], meta["device"])
     meta.update(model=args.model, size=dict(args.size), comparison={r.name: _figures(r) for r in rows})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result.policy.save(args.out)
     plot = args.out.with_suffix(".png")
     result.save_plot(plot, {r.name: r.measured or r.predicted for r in rows if r.name in ("greedy", "first-touch")})
-    print(compare.table(rows))
+    print(table(rows, against="optimal"))
     print(f"\npolicy: {args.out}  curve: {plot}  checkpoint: {checkpoint}")
     if result.interrupted:
         print(f"interrupted: continue with --resume {checkpoint}", file=sys.stderr)
@@ -115,5 +115,5 @@ def run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figures(row: compare.Row) -> dict[str, float | None]:
+def _figures(row: comparison.Row) -> dict[str, float | None]:
     return {"predicted": row.predicted, "measured": row.measured, "dram_bytes": row.dram_bytes}

@@ -23,20 +23,19 @@ from typing import Any, Callable, Iterator, Union
 import numpy as np
 import torch
 
-from .. import baselines, devices
+from .. import baselines, comparison, devices
 from ..graph import TierGraph
 from ..graph_capture import capture
 from ..policy import Policy, fingerprint
 from ..cost_model import predict
+from ..placement import HEADS, PlacementSpace
 from ..tiers import parse_pm
 from . import checkpoint as checkpoints
-from . import compare
 from .budget import Budget
 from .fitness import MeasuredFitness, ModelFitness, Scores, measured
 from .gnn import Neighbours, node_features
 from .population import Population
 from .sac import Learner, ReplayBuffer
-from .space import HEADS, PlacementSpace
 
 FOUND_BY = "torch-tier train (ERL: Boltzmann population + GNN soft actor-critic)"
 EVALUATIONS_PER_UPDATE = 4  # learner steps per generation: one per this many new evaluations
@@ -78,7 +77,7 @@ class TrainResult:
     history: list[Generation]
     graph: TierGraph
     interrupted: bool = False
-    comparison: list[compare.Row] | None = None  # beside the baselines (train's compare_rounds)
+    comparison: list[comparison.Row] | None = None  # beside the baselines (train's compare_rounds)
 
     @property
     def latency(self) -> float:
@@ -207,7 +206,7 @@ Progress = Union[bool, Callable[[Generation], None]]
 def train(
     model: torch.nn.Module,
     example_inputs: Any,
-    dram_budget: baselines.Budget = "25%",
+    dram_budget: baselines.BudgetSpec = "25%",
     pm: str = "sim:optane-100",
     fitness: str = "model",
     evaluations: int = 2000,
@@ -245,7 +244,7 @@ def train(
     graph: a captured graph of `model` to reuse (default: capture it now).
     repeats, max_repeats, warmup: measured fitness: runs per first timing, per contender, untimed.
     compare_rounds: if set, the result's `comparison` holds the trained policy beside the
-        baselines (train.compare), predicted, and with measured fitness also timed in that
+        baselines (torch_tier.comparison), predicted, and with measured fitness also timed in that
         many side-by-side rounds on the same workers (so remote ones too).
 
     Ctrl-C ends the run: the checkpoint of the last complete generation stands, and the
@@ -293,9 +292,9 @@ def train(
                 report.close()
         result = search.result(judge.min_samples, interrupted)
         if compare_rounds and not interrupted:
-            named = compare.policies(graph, settings.budget, settings.device, result.policy)
+            named = comparison.placements(graph, settings.budget, settings.device, result.policy)
             timer = judge if isinstance(judge, MeasuredFitness) else None
-            result.comparison = compare.compare(graph, named, settings.budget, settings.device, timer, compare_rounds)
+            result.comparison = comparison.compare(graph, named, settings.budget, settings.device, timer, compare_rounds)
     return result
 
 

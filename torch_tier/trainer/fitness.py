@@ -29,7 +29,7 @@ import torch
 from ..graph import TierGraph
 from ..timing import Measurement
 from ..cost_model import graph_costs, predict
-from .space import PlacementSpace
+from ..placement import PlacementSpace
 from .workers import Job, WorkerPool
 
 NOISE_MARGIN = 2.0
