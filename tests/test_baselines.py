@@ -1,5 +1,6 @@
 """Baselines: budgets, feasibility, the optimum against brute force, the CLI tables."""
 
+import dataclasses
 import itertools
 import random
 import re
@@ -118,6 +119,26 @@ def test_optimal_equals_brute_force(mlp):
         policy = bl.optimal(mlp, limit)
         assert mlp.footprint(policy)["dram"] <= limit
         assert predict(mlp, policy) == pytest.approx(brute, rel=1e-9, abs=1e-12), share
+
+
+def test_optimal_on_given_cost_terms_equals_brute_force(mlp):
+    """Cost terms other than the device's (as a calibration fits them): the optimum is theirs."""
+    device = graph_costs(mlp)
+    given = dataclasses.replace(device, weight=device.weight[::-1] * 3, write=device.write * 0.1,
+                                compute=device.compute * 2)
+    scored = _brute_force(mlp, given.latency)
+    full = mlp.footprint(mlp.policy())["dram"]
+    differs = False
+    for share in SHARES:
+        limit = int(share * full)
+        brute = min(seconds for dram, seconds in scored if dram <= limit)
+        policy = bl.optimal(mlp, limit, costs=given)
+        assert mlp.footprint(policy)["dram"] <= limit and policy.metadata["cost_terms"] == "given"
+        assert given.latency(to_array(mlp, policy)) == pytest.approx(brute, rel=1e-9, abs=1e-12), share
+        differs |= policy.nodes != bl.optimal(mlp, limit).nodes
+    assert differs  # the given terms decided something the device's would not
+    with pytest.raises(ValueError, match="cost terms of 5 nodes"):
+        bl.optimal(mlp, full, costs=dataclasses.replace(given, weight=given.weight[:5]))
 
 
 def test_live_activations_bound_the_footprint_exactly(resnet):

@@ -17,8 +17,8 @@ DRAM footprint (``graph.footprint``) is within the budget:
   model (``memory_mode_latency``), never a measurement;
 - ``greedy``: hot/cold: the slow-tier cost each tensor saves per byte of DRAM,
   highest first, while it fits;
-- ``optimal``: the exact best placement under the cost model, as a MILP
-  (HiGHS through scipy.optimize.milp).
+- ``optimal``: the exact best placement under the cost model (the device's,
+  or given cost terms), as a MILP (HiGHS through scipy.optimize.milp).
 
 A placement decision is an *item* (torch_tier.placement): one node's weights
 or one node's activations (everything its own code allocates). Under the cost model (see
@@ -37,7 +37,7 @@ from typing import Callable, Iterable
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from .cost_model import OVERLAP, graph_costs, predict
+from .cost_model import OVERLAP, GraphCosts, graph_costs, predict
 from .graph import TierGraph
 from .placement import Item, PlacementSpace, from_vector, items, live_activations, of_items
 from .policy import Policy
@@ -223,9 +223,10 @@ def greedy(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -
     return _policy(graph, _fill(graph, order, limit), **_metadata("greedy", limit, device))
 
 
-def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE,
+def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, costs: GraphCosts | None = None,
             time_limit: float = MILP_TIME_LIMIT) -> Policy:
-    """The placement of least predicted latency on `device` within the budget, as a MILP.
+    """The placement of least predicted latency within the budget, as a MILP: on `device`'s
+    cost model, or on the cost terms `costs` when given (e.g. terms fitted to measurements).
 
     Binary x_k = 1 puts item k in PM; continuous e_i is node i's extra. With
     L_i = sum_k a_ik x_k node i's slow-tier extra before overlap and c_i its
@@ -239,11 +240,14 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE,
     """
     limit = dram_budget(graph, budget)
     n = len(graph.nodes)
+    if costs is not None and len(costs.weight) != n:
+        raise ValueError(f"optimal: cost terms of {len(costs.weight)} nodes for a graph of {n}")
     live = live_activations(graph)
     rows = np.zeros((len(live), 2 * n))  # bytes each item holds in DRAM at each peak, if it is there
     rows[:, :n] = [node.weight_bytes for node in graph.nodes]
     rows[:, n:] = live
-    costs = graph_costs(graph, device)
+    given = {} if costs is None else {"cost_terms": "given"}  # metadata: not the device's terms
+    costs = graph_costs(graph, device) if costs is None else costs
     linear = costs.terms()  # (nodes, items), items in decision-vector order
     unit = max(linear.max(), 1e-12)  # seconds -> shares of the largest term, for the solver's tolerances
     pays_all = np.hstack([-linear / unit, np.eye(n)])  # e_i - L_i >= -c_i
@@ -265,7 +269,8 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE,
             raise RuntimeError(f"optimal: HiGHS found no placement within {limit} bytes: {result.message}")
         placement = from_vector((result.x[:2 * n] > 0.5).astype(np.int8))
         policy = space.policy(placement, **_metadata("optimal", limit, device, proven_optimal=result.status == 0,
-                                                     mip_gap=result.mip_gap, solver="HiGHS (scipy.optimize.milp)"))
+                                                     mip_gap=result.mip_gap, solver="HiGHS (scipy.optimize.milp)",
+                                                     **given))
         over = graph.footprint(policy)["dram"] - limit
         if over <= 0:
             return policy
