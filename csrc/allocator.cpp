@@ -1,9 +1,9 @@
 #include "allocator.h"
 
 #include <c10/core/CPUAllocator.h>
-#include <torch/csrc/Exceptions.h>
+#include <c10/util/Exception.h>
 
-#include <cstring>
+#include <algorithm>
 
 #include "dram_backend.h"
 
@@ -11,36 +11,28 @@ namespace torch_tier {
 
 namespace {
 
-constexpr uint64_t kMagic = 0x74696572626c6b31ULL;  // "tierblk1"
-
-// Precedes every block handed to PyTorch, so a pointer alone says where it
-// came from: DataPtr's data and context are the same pointer (raw_allocate
-// asserts that), and frees find their backend without any lookup.
-struct alignas(kAlignment) BlockHeader {
-  uint64_t magic;
-  Backend* backend;
-  uint64_t size;
-  uint64_t id;
-  Tier tier;
-};
-static_assert(sizeof(BlockHeader) == kAlignment, "header must keep payloads 64-byte aligned");
-
-BlockHeader* header_of(void* payload) {
-  return reinterpret_cast<BlockHeader*>(static_cast<char*>(payload) - sizeof(BlockHeader));
-}
-
 thread_local Tier t_current_tier = kDram;
 thread_local int64_t t_allocated[kNumTiers] = {0, 0};
 
 const char* tier_name(Tier tier) { return tier == kDram ? "dram" : "pm"; }
 
-// Raised to Python as MemoryError by PyTorch's own error translation.
-struct TierFullError : torch::PyTorchError {
-  using PyTorchError::PyTorchError;
-  PyObject* python_type() override { return PyExc_MemoryError; }
+}  // namespace
+
+// Gives a thread's counters back when the thread exits. Its own thread_local,
+// so the fast path's plain pointer needs no construction guard.
+struct ThreadCountersHandle {
+  TieringAllocator::Counters* counters = nullptr;
+  ~ThreadCountersHandle();
 };
 
+namespace {
+thread_local TieringAllocator::Counters* t_counters = nullptr;
+thread_local ThreadCountersHandle t_handle;
 }  // namespace
+
+ThreadCountersHandle::~ThreadCountersHandle() {
+  if (counters) TieringAllocator::instance().leave(counters);
+}
 
 void set_current_tier(Tier tier) noexcept { t_current_tier = tier; }
 Tier current_tier() noexcept { return t_current_tier; }
@@ -53,65 +45,218 @@ TieringAllocator& TieringAllocator::instance() {
   return *allocator;
 }
 
+TieringAllocator::TieringAllocator() {
+  slots_[kDramSlot].backend.store(&DramBackend::instance());
+  tier_slot_[kDram].store(kDramSlot);
+  tier_slot_[kPm].store(kNoSlot);
+  counters_[0].in_use.store(true);
+}
+
+// ---- per-thread counters ---------------------------------------------------
+
+TieringAllocator::Counters& TieringAllocator::my_counters() noexcept {
+  if (Counters* mine = t_counters) return *mine;
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  Counters* mine = &counters_[0];  // shared, if every entry is taken
+  for (int i = 1; i < kMaxThreads; ++i) {
+    if (!counters_[i].in_use.load(std::memory_order_relaxed)) {
+      counters_[i].in_use.store(true, std::memory_order_relaxed);
+      if (counters_used_.load(std::memory_order_relaxed) <= i) counters_used_.store(i + 1, std::memory_order_release);
+      mine = &counters_[i];
+      t_handle.counters = mine;
+      break;
+    }
+  }
+  t_counters = mine;
+  return *mine;
+}
+
+void TieringAllocator::leave(Counters* mine) noexcept {
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  Counters& shared = counters_[0];
+  auto fold = [](std::atomic<int64_t>& from, std::atomic<int64_t>& to) {
+    to.fetch_add(from.exchange(0, std::memory_order_seq_cst), std::memory_order_seq_cst);
+  };
+  for (int t = 0; t < kNumTiers; ++t) {
+    fold(mine->live[t], shared.live[t]);
+    fold(mine->allocations[t], shared.allocations[t]);
+  }
+  fold(mine->fallbacks, shared.fallbacks);
+  fold(mine->failures, shared.failures);
+  for (int s = 0; s < kMaxBackends; ++s) fold(mine->blocks[s], shared.blocks[s]);
+  mine->in_use.store(false, std::memory_order_relaxed);
+  t_counters = &shared;  // frees later in this thread's teardown count there
+}
+
+int64_t TieringAllocator::sum_live(Tier tier) const noexcept {
+  int64_t total = 0;
+  const int used = counters_used_.load(std::memory_order_acquire);
+  for (int i = 0; i < used; ++i) total += counters_[i].live[tier].load(std::memory_order_relaxed);
+  return total;
+}
+
+void TieringAllocator::note_peak(Tier tier) noexcept {
+  // Exact when one thread allocates at a time; with several, within the
+  // blocks in flight. A read of the other threads' counters, no shared write
+  // unless the peak rises.
+  const int64_t live = sum_live(tier);
+  int64_t peak = peak_[tier].load(std::memory_order_relaxed);
+  while (live > peak && !peak_[tier].compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+  }
+}
+
+// ---- backend slots and their lifetimes --------------------------------------
+//
+// A tier's allocation first counts a block against the tier's slot (on the
+// thread's own counters), then checks that the tier still uses that slot;
+// retire() first stops the tier using the slot, then sums the slot's counts.
+// Both sides are sequentially consistent, so either the allocation sees the
+// change and backs out, or retire() sees its count and leaves the backend
+// alive: a backend is never freed under an allocation. The last free of a
+// retired backend's blocks destroys it.
+
+uint8_t TieringAllocator::enter_slot(Counters& me, Tier* tier) noexcept {
+  uint8_t slot = tier_slot_[*tier].load(std::memory_order_seq_cst);
+  for (;;) {
+    if (slot == kNoSlot) {  // no pm tier configured: everything is DRAM
+      *tier = kDram;
+      slot = tier_slot_[kDram].load(std::memory_order_seq_cst);
+      continue;
+    }
+    if (slot == kDramSlot) return slot;  // immortal: nothing to hold
+    me.blocks[slot].fetch_add(1, std::memory_order_seq_cst);
+    const uint8_t now = tier_slot_[*tier].load(std::memory_order_seq_cst);
+    if (now == slot) return slot;
+    release_block(me, slot);
+    slot = now;
+  }
+}
+
+void TieringAllocator::release_block(Counters& me, uint8_t slot) noexcept {
+  if (slot == kDramSlot) return;
+  me.blocks[slot].fetch_sub(1, std::memory_order_seq_cst);
+  if (slots_[slot].retired.load(std::memory_order_seq_cst)) free_slot_if_done(slot);
+}
+
+uint8_t TieringAllocator::occupy_slot(Backend* backend) {
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  for (int s = 1; s < kMaxBackends; ++s) {
+    if (!slots_[s].backend.load(std::memory_order_relaxed)) {
+      slots_[s].retired.store(false, std::memory_order_seq_cst);
+      slots_[s].backend.store(backend, std::memory_order_release);
+      return static_cast<uint8_t>(s);
+    }
+  }
+  backend->release();
+  TORCH_CHECK(false, "torch-tier: ", kMaxBackends - 1, " backends still have live blocks; free some tensors of "
+              "earlier sessions first");
+}
+
+void TieringAllocator::retire(uint8_t slot) noexcept {
+  slots_[slot].retired.store(true, std::memory_order_seq_cst);
+  free_slot_if_done(slot);
+}
+
+void TieringAllocator::free_slot_if_done(uint8_t slot) noexcept {
+  Backend* done = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    Backend* backend = slots_[slot].backend.load(std::memory_order_relaxed);
+    if (!backend || !slots_[slot].retired.load(std::memory_order_seq_cst)) return;
+    int64_t blocks = 0;
+    const int used = counters_used_.load(std::memory_order_acquire);
+    for (int i = 0; i < used; ++i) blocks += counters_[i].blocks[slot].load(std::memory_order_seq_cst);
+    if (blocks != 0) return;
+    slots_[slot].backend.store(nullptr, std::memory_order_relaxed);
+    slots_[slot].retired.store(false, std::memory_order_relaxed);
+    done = backend;
+  }
+  done->release();  // outside the lock: it may unmap an arena or destroy a memkind kind
+}
+
+int TieringAllocator::live_backends() {
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  int count = 0;
+  for (const Slot& slot : slots_) count += slot.backend.load(std::memory_order_relaxed) != nullptr;
+  return count;
+}
+
+// ---- allocation and free -----------------------------------------------------
+
 c10::DataPtr TieringAllocator::allocate(size_t n) {
   if (n == 0) return {nullptr, nullptr, &free_block, c10::Device(c10::DeviceType::CPU)};
-  void* payload = allocate_in(t_current_tier, n);
-  return {payload, payload, &free_block, c10::Device(c10::DeviceType::CPU)};
+  TORCH_CHECK_WITH(OutOfMemoryError, n <= BlockMap::kMaxBytes, "torch-tier: cannot allocate ", n,
+                   " bytes (more than 2^48)");
+  Counters& me = my_counters();
+  BlockRecord block{};
+  void* ptr = allocate_in(me, t_current_tier, n, &block);
+  const Tier tier = static_cast<Tier>(block.tier);
+  Backend* backend = slots_[block.slot].backend.load(std::memory_order_acquire);  // held by our block count
+  block.traced = tracing_.load(std::memory_order_relaxed);
+  block.profiled = c10::memoryProfilingEnabled();
+  if (!map_.insert(ptr, block)) {
+    backend->deallocate(ptr, n);
+    release_block(me, block.slot);
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "torch-tier: no memory for the block map's node of a ", n,
+                     "-byte block");
+  }
+  me.live[tier].fetch_add(static_cast<int64_t>(backend->block_bytes(ptr, n)), std::memory_order_relaxed);
+  me.allocations[tier].fetch_add(1, std::memory_order_relaxed);
+  t_allocated[tier] += static_cast<int64_t>(n);
+  note_peak(tier);
+  if (block.traced) record(tier, ptr, n, false);
+  if (block.profiled) report_to_profiler(ptr, static_cast<int64_t>(n));
+  return {ptr, ptr, &free_block, c10::Device(c10::DeviceType::CPU)};
 }
 
-void* TieringAllocator::allocate_in(Tier tier, size_t n) {
-  Backend* backend = backends_[tier].load(std::memory_order_acquire);
-  if (!backend) {  // no pm tier configured: everything is DRAM
-    tier = kDram;
-    backend = &DramBackend::instance();
-  }
-  void* raw = backend->allocate(n + sizeof(BlockHeader));
-  if (!raw && tier == kPm) {
-    if (error_on_full_) {
-      counters_[kPm].failures.fetch_add(1, std::memory_order_relaxed);
-      fail_full(n);
+void* TieringAllocator::allocate_in(Counters& me, Tier tier, size_t n, BlockRecord* record) {
+  const uint8_t slot = enter_slot(me, &tier);
+  void* ptr = slots_[slot].backend.load(std::memory_order_acquire)->allocate(n);
+  if (!ptr) {
+    release_block(me, slot);
+    if (tier == kPm) {
+      if (error_on_full_.load(std::memory_order_relaxed)) {
+        me.failures.fetch_add(1, std::memory_order_relaxed);
+        fail_full(n);
+      }
+      me.fallbacks.fetch_add(1, std::memory_order_relaxed);
+      return allocate_in(me, kDram, n, record);
     }
-    counters_[kPm].fallbacks.fetch_add(1, std::memory_order_relaxed);
-    return allocate_in(kDram, n);
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "torch-tier: DRAM allocation of ", n, " bytes failed");
   }
-  TORCH_CHECK_WITH(OutOfMemoryError, raw, "torch-tier: DRAM allocation of ", n, " bytes failed");
-  if (backend != &DramBackend::instance()) backend->retain();
-
-  auto* header = static_cast<BlockHeader*>(raw);
-  *header = BlockHeader{kMagic, backend, n, 0, tier};
-
-  Counters& c = counters_[tier];
-  const int64_t live = c.live.fetch_add(n, std::memory_order_relaxed) + n;
-  c.allocations.fetch_add(1, std::memory_order_relaxed);
-  t_allocated[tier] += n;
-  int64_t peak = c.peak.load(std::memory_order_relaxed);
-  while (live > peak && !c.peak.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
-  }
-  if (tracing_.load(std::memory_order_relaxed)) header->id = record(tier, 0, header + 1, n, false);
-  return header + 1;
+  *record = BlockRecord{n, slot, tier, false, false};
+  return ptr;
 }
 
-void TieringAllocator::free_block(void* payload) {
-  if (!payload) return;
-  BlockHeader* header = header_of(payload);
-  TORCH_INTERNAL_ASSERT(header->magic == kMagic, "torch-tier: freeing a block it did not allocate");
+void TieringAllocator::free_block(void* ptr) {
+  if (!ptr) return;
   TieringAllocator& self = instance();
-  const Tier tier = header->tier;
-  Backend* backend = header->backend;
-  self.counters_[tier].live.fetch_sub(header->size, std::memory_order_relaxed);
-  if (header->id && self.tracing_.load(std::memory_order_relaxed))
-    self.record(tier, header->id, payload, header->size, true);
-  header->magic = 0;
-  backend->deallocate(header, header->size + sizeof(BlockHeader));
-  if (backend != &DramBackend::instance()) backend->release();
+  BlockRecord block;
+  // Out of the map before the backend can hand the address out again.
+  TORCH_INTERNAL_ASSERT(self.map_.erase(ptr, &block), "torch-tier: freeing a block it did not allocate");
+  const Tier tier = static_cast<Tier>(block.tier);
+  Backend* backend = self.slots_[block.slot].backend.load(std::memory_order_acquire);
+  const auto bytes = static_cast<int64_t>(backend->block_bytes(ptr, block.bytes));
+  if (block.traced && self.tracing_.load(std::memory_order_relaxed)) self.record(tier, ptr, block.bytes, true);
+  if (block.profiled) self.report_to_profiler(ptr, -static_cast<int64_t>(block.bytes));
+  backend->deallocate(ptr, block.bytes);
+  Counters& me = self.my_counters();
+  me.live[tier].fetch_sub(bytes, std::memory_order_relaxed);
+  self.release_block(me, block.slot);
 }
 
-void TieringAllocator::fail_full(size_t n) const {
-  Backend* pm = backends_[kPm].load(std::memory_order_acquire);
-  throw TierFullError("torch-tier: tier 'pm' (" + (pm ? pm->describe() : std::string("none")) +
-                      ") is full: cannot allocate " + std::to_string(n) + " bytes with " +
-                      std::to_string(counters_[kPm].live.load()) +
-                      " bytes live in pm (on_full='error'; use on_full='fallback' to spill to DRAM)");
+void TieringAllocator::report_to_profiler(void* ptr, int64_t bytes) noexcept {
+  // As c10's own CPU allocator does; the event has no field for the tier.
+  const int64_t total = sum_live(kDram) + sum_live(kPm);
+  c10::reportMemoryUsageToProfiler(ptr, bytes, static_cast<size_t>(std::max<int64_t>(total, 0)), 0,
+                                   c10::Device(c10::DeviceType::CPU));
+}
+
+void TieringAllocator::fail_full(size_t n) {
+  const std::string pm = pm_description();
+  TORCH_CHECK_WITH(OutOfMemoryError, false, "torch-tier: tier 'pm' (", pm.empty() ? "none" : pm,
+                   ") is full: cannot allocate ", n, " bytes with ", sum_live(kPm),
+                   " bytes live in pm (on_full='error'; use on_full='fallback' to spill to DRAM)");
 }
 
 c10::DeleterFnPtr TieringAllocator::raw_deleter() const { return &free_block; }
@@ -120,14 +265,43 @@ void TieringAllocator::copy_data(void* dest, const void* src, std::size_t count)
   default_copy_data(dest, src, count);
 }
 
+// ---- sessions ------------------------------------------------------------------
+
 void TieringAllocator::enable(Backend* pm, bool error_on_full) {
-  TORCH_CHECK(!enabled(), "torch-tier: the allocator is already enabled");
-  error_on_full_ = error_on_full;
-  backends_[kDram].store(&DramBackend::instance(), std::memory_order_release);
-  backends_[kPm].store(pm, std::memory_order_release);
-  previous_ = c10::GetCPUAllocator();
+  if (enabled_) {
+    pm->release();
+    TORCH_CHECK(false, "torch-tier: the allocator is already enabled");
+  }
+  const uint8_t slot = occupy_slot(pm);
+  error_on_full_.store(error_on_full, std::memory_order_relaxed);
+  tier_slot_[kDram].store(kDramSlot, std::memory_order_seq_cst);
+  tier_slot_[kPm].store(slot, std::memory_order_seq_cst);
   DramBackend::instance().set_caching(true);
-  c10::SetCPUAllocator(this, /*priority=*/UINT8_MAX);
+  previous_ = c10::GetCPUAllocator();
+  previous_priority_ = register_at_current_priority();
+  enabled_ = true;
+}
+
+uint8_t TieringAllocator::register_at_current_priority() {
+  // c10 keeps the CPU allocator's priority to itself, and SetCPUAllocator
+  // replaces the allocator only at that priority or above: the lowest
+  // priority that takes is the current one. Registering at it (not above)
+  // leaves later registrations their say, and restoring at it leaves the
+  // priority as it was.
+  for (int priority = 0; priority < UINT8_MAX; ++priority) {
+    c10::SetCPUAllocator(this, static_cast<uint8_t>(priority));
+    if (c10::GetCPUAllocator() == this) return static_cast<uint8_t>(priority);
+  }
+  c10::SetCPUAllocator(this, UINT8_MAX);
+  return UINT8_MAX;
+}
+
+uint8_t TieringAllocator::cpu_allocator_priority() {
+  if (enabled_ && c10::GetCPUAllocator() == this) return previous_priority_;
+  c10::Allocator* current = c10::GetCPUAllocator();
+  const uint8_t priority = register_at_current_priority();
+  c10::SetCPUAllocator(current, priority);
+  return priority;
 }
 
 void TieringAllocator::enable(ArenaBackend* pm, bool error_on_full) {
@@ -135,35 +309,44 @@ void TieringAllocator::enable(ArenaBackend* pm, bool error_on_full) {
   pm_arena_ = pm;
 }
 
+void TieringAllocator::disable() {
+  if (!enabled_) return;
+  if (c10::GetCPUAllocator() == this) c10::SetCPUAllocator(previous_, previous_priority_);
+  enabled_ = false;
+  previous_ = nullptr;
+  planned_ = {};
+  pm_arena_ = nullptr;
+  for (int t = 0; t < kNumTiers; ++t) {
+    const uint8_t old = tier_slot_[t].exchange(t == kDram ? kDramSlot : kNoSlot, std::memory_order_seq_cst);
+    if (old != kDramSlot && old != kNoSlot) retire(old);  // live blocks keep it until they are freed
+  }
+  DramBackend::instance().set_caching(false);
+}
+
 std::optional<ArenaLayout> TieringAllocator::pm_layout() const {
   if (!pm_arena_) return std::nullopt;
   return pm_arena_->layout();
 }
 
-void TieringAllocator::disable() {
-  if (!enabled()) return;
-  c10::SetCPUAllocator(previous_, /*priority=*/UINT8_MAX);
-  DramBackend::instance().set_caching(false);
-  previous_ = nullptr;
-  planned_ = {};
-  pm_arena_ = nullptr;
-  // Live blocks keep their own references; this drops the session's.
-  if (Backend* dram = backends_[kDram].exchange(&DramBackend::instance(), std::memory_order_acq_rel);
-      dram != &DramBackend::instance())
-    dram->release();
-  if (Backend* pm = backends_[kPm].exchange(nullptr, std::memory_order_acq_rel)) pm->release();
+std::string TieringAllocator::pm_description() const {
+  const uint8_t slot = tier_slot_[kPm].load(std::memory_order_acquire);
+  if (slot == kNoSlot) return "";
+  Backend* pm = slots_[slot].backend.load(std::memory_order_acquire);
+  return pm ? pm->describe() : "";
 }
 
 void TieringAllocator::plan(Tier tier, std::vector<size_t> sizes, std::vector<size_t> offsets,
                             size_t arena_bytes) {
-  TORCH_CHECK(enabled(), "torch-tier: enable the allocator before planning its arenas");
+  TORCH_CHECK(enabled_, "torch-tier: enable the allocator before planning its arenas");
   TORCH_CHECK(!planned_[tier], "torch-tier: tier ", tier_name(tier), " already has a planned arena");
-  Backend* inner = backends_[tier].load(std::memory_order_acquire);
-  TORCH_CHECK(inner, "torch-tier: tier ", tier_name(tier), " has no backend to plan in");
+  const uint8_t old = tier_slot_[tier].load(std::memory_order_seq_cst);
+  TORCH_CHECK(old != kNoSlot, "torch-tier: tier ", tier_name(tier), " has no backend to plan in");
+  Backend* inner = slots_[old].backend.load(std::memory_order_acquire);
   auto* planned = new PlannedBackend(inner, std::move(sizes), std::move(offsets), arena_bytes);
+  const uint8_t slot = occupy_slot(planned);
   planned_[tier] = planned;
-  backends_[tier].store(planned, std::memory_order_release);
-  if (inner != &DramBackend::instance()) inner->release();  // the planned arena holds it now
+  tier_slot_[tier].store(slot, std::memory_order_seq_cst);
+  if (old != kDramSlot) retire(old);  // the planned arena holds its own reference to it
 }
 
 void TieringAllocator::begin_planned_pass() {
@@ -175,23 +358,32 @@ PlannedStats TieringAllocator::planned_stats(Tier tier) const {
   return planned_[tier] ? planned_[tier]->stats() : PlannedStats{0, 0, 0};
 }
 
-std::string TieringAllocator::pm_description() const {
-  Backend* pm = backends_[kPm].load(std::memory_order_acquire);
-  return pm ? pm->describe() : "";
-}
+// ---- stats and traces ------------------------------------------------------------
 
-TierStats TieringAllocator::stats(Tier tier) const {
-  const Counters& c = counters_[tier];
-  return {c.live.load(), c.peak.load(), c.allocations.load(), c.fallbacks.load(), c.failures.load()};
+TierStats TieringAllocator::stats(Tier tier) {
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  TierStats out{0, peak_[tier].load(std::memory_order_relaxed), 0, 0, 0};
+  const int used = counters_used_.load(std::memory_order_acquire);
+  for (int i = 0; i < used; ++i) {
+    out.live_bytes += counters_[i].live[tier].load(std::memory_order_relaxed);
+    out.allocations += counters_[i].allocations[tier].load(std::memory_order_relaxed);
+    if (tier == kPm) {
+      out.fallbacks += counters_[i].fallbacks.load(std::memory_order_relaxed);
+      out.failures += counters_[i].failures.load(std::memory_order_relaxed);
+    }
+  }
+  out.peak_bytes = std::max(out.peak_bytes, out.live_bytes);
+  return out;
 }
 
 void TieringAllocator::reset_peaks() {
-  for (Counters& c : counters_) c.peak.store(c.live.load());
+  for (int t = 0; t < kNumTiers; ++t) peak_[t].store(sum_live(static_cast<Tier>(t)), std::memory_order_relaxed);
 }
 
 void TieringAllocator::start_trace() {
   std::lock_guard<std::mutex> lock(trace_mutex_);
   trace_.clear();
+  trace_ids_.clear();
   trace_.reserve(1 << 16);
   tracing_.store(true);
 }
@@ -199,20 +391,30 @@ void TieringAllocator::start_trace() {
 std::vector<TraceEvent> TieringAllocator::stop_trace() {
   tracing_.store(false);
   std::lock_guard<std::mutex> lock(trace_mutex_);
+  trace_ids_.clear();
   return std::move(trace_);
 }
 
-uint64_t TieringAllocator::record(Tier tier, uint64_t id, const void* address, size_t size,
-                                  bool is_free) {
+uint64_t TieringAllocator::record(Tier tier, const void* address, size_t size, bool is_free) {
   std::lock_guard<std::mutex> lock(trace_mutex_);
+  const auto key = reinterpret_cast<uint64_t>(address);
+  uint64_t id = 0;
+  if (is_free) {
+    const auto it = trace_ids_.find(key);
+    if (it == trace_ids_.end()) return 0;  // allocated before this trace began
+    id = it->second;
+    trace_ids_.erase(it);
+  }
   const uint64_t seq = trace_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
-  trace_.push_back({seq, is_free ? id : seq, reinterpret_cast<uint64_t>(address), size, tier, is_free});
+  if (!is_free) trace_ids_[key] = id = seq;
+  trace_.push_back({seq, id, key, size, tier, is_free});
   return seq;
 }
 
 int TieringAllocator::tier_of(const c10::DataPtr& ptr) {
-  if (ptr.get_deleter() != &free_block || !ptr.get()) return -1;
-  return header_of(ptr.get())->tier;
+  BlockRecord record;
+  if (ptr.get_deleter() != &free_block || !ptr.get() || !instance().map_.find(ptr.get(), &record)) return -1;
+  return record.tier;
 }
 
 }  // namespace torch_tier

@@ -1,18 +1,27 @@
 // The tiering CPU allocator: registered with c10::SetCPUAllocator while a
 // torch-tier session is enabled. Each allocation is served by the calling
-// thread's current tier; each free goes back to the backend recorded in the
-// block's header, whatever the current tier is, also after disable.
+// thread's current tier; each free goes back to the backend that served it,
+// whatever the current tier is, also after disable.
+//
+// Blocks carry no header: an out-of-band BlockMap records each block's
+// backend, size and tier by address. Backends sit in a small table of slots;
+// a tier names its current slot. Each thread counts its own allocations,
+// bytes and live blocks per slot (summed on read), so the allocation path
+// writes only the calling thread's own cache lines, the block map's record
+// and the backend's own state. A backend a tier no longer uses is destroyed
+// once its last block is freed (see retire()).
 #pragma once
 #include <c10/core/Allocator.h>
 
 #include <array>
 #include <mutex>
-#include <vector>
-
 #include <optional>
+#include <unordered_map>
+#include <vector>
 
 #include "arena_backend.h"
 #include "backend.h"
+#include "block_map.h"
 #include "planned_backend.h"
 
 namespace torch_tier {
@@ -21,7 +30,7 @@ enum Tier : uint8_t { kDram = 0, kPm = 1 };
 constexpr int kNumTiers = 2;
 
 struct TierStats {
-  int64_t live_bytes;
+  int64_t live_bytes;  // bytes the tier's live blocks occupy (Backend::block_bytes)
   int64_t peak_bytes;
   int64_t allocations;
   int64_t fallbacks;  // pm was full, served from DRAM instead
@@ -33,7 +42,7 @@ struct TraceEvent {
   uint64_t seq;
   uint64_t id;
   uint64_t address;
-  uint64_t size;
+  uint64_t size;  // as requested
   uint8_t tier;
   bool is_free;
 };
@@ -41,24 +50,43 @@ struct TraceEvent {
 // The calling thread's tier for new allocations (kDram until set).
 void set_current_tier(Tier tier) noexcept;
 Tier current_tier() noexcept;
-// Bytes the calling thread has allocated in `tier` so far (a running total).
+// Bytes (as requested) the calling thread has allocated in `tier` so far (a running total).
 int64_t thread_allocated(Tier tier) noexcept;
 
 class TieringAllocator final : public c10::Allocator {
  public:
+  static constexpr int kMaxBackends = 64;   // backends with live blocks at once
+  static constexpr int kMaxThreads = 1024;  // threads with their own counters at once; more share one set
+
   static TieringAllocator& instance();
+
+  // One thread's counters (public only for the thread_local that points to them); index 0 is shared (threads past kMaxThreads, and
+  // the totals of threads that have exited). Written with RMWs on the
+  // owner's own cache lines; read (summed) by stats and lifetime checks.
+  struct alignas(64) Counters {
+    std::atomic<int64_t> live[kNumTiers];
+    std::atomic<int64_t> allocations[kNumTiers];
+    std::atomic<int64_t> fallbacks, failures;
+    std::atomic<int64_t> blocks[kMaxBackends];  // live blocks per backend slot
+    std::atomic<bool> in_use;
+  };
 
   c10::DataPtr allocate(size_t n) override;
   c10::DeleterFnPtr raw_deleter() const override;
   void copy_data(void* dest, const void* src, std::size_t count) const override;
 
-  // Registers this allocator with PyTorch, serving "pm" from `pm` (this takes
-  // over one reference). Not thread-safe, like SetCPUAllocator itself.
+  // Registers this allocator with PyTorch at the CPU allocator's current
+  // priority, serving "pm" from `pm` (this takes over the caller's
+  // reference). Not thread-safe, like SetCPUAllocator itself.
   void enable(Backend* pm, bool error_on_full);
   void enable(ArenaBackend* pm, bool error_on_full);
-  // Restores the allocator that was registered before enable().
+  // Restores the allocator, and priority, registered before enable() (unless
+  // another registered over this one meanwhile). Allocations racing with it
+  // are served either by the session's tiers or by DRAM, never by a freed backend.
   void disable();
-  bool enabled() const { return previous_ != nullptr; }
+  bool enabled() const { return enabled_; }
+  // The CPU allocator's priority in c10 now (found by probing, restored as it was).
+  uint8_t cpu_allocator_priority();
   std::string pm_description() const;
   // The pm tier's arena layout, if it is a simulated tier's arena.
   std::optional<ArenaLayout> pm_layout() const;
@@ -71,8 +99,10 @@ class TieringAllocator final : public c10::Allocator {
   // Planned-arena counters of `tier` (all zero when it has no plan).
   PlannedStats planned_stats(Tier tier) const;
 
-  TierStats stats(Tier tier) const;
+  TierStats stats(Tier tier);
   void reset_peaks();
+  // Backends still alive: the tiers' current ones and retired ones with live blocks.
+  int live_backends();
 
   void start_trace();
   std::vector<TraceEvent> stop_trace();
@@ -82,27 +112,56 @@ class TieringAllocator final : public c10::Allocator {
   static int tier_of(const c10::DataPtr& ptr);
 
  private:
-  struct alignas(64) Counters {
-    std::atomic<int64_t> live{0}, peak{0}, allocations{0}, fallbacks{0}, failures{0};
-  };
-  TieringAllocator() = default;
-  static void free_block(void* ptr);
-  void* allocate_in(Tier tier, size_t n);
-  // Appends an event and returns its sequence number (an allocation's id).
-  uint64_t record(Tier tier, uint64_t id, const void* address, size_t size, bool is_free);
-  [[noreturn]] void fail_full(size_t n) const;
+  static constexpr uint8_t kDramSlot = 0;
+  static constexpr uint8_t kNoSlot = 0xFF;
 
-  std::array<std::atomic<Backend*>, kNumTiers> backends_{};
-  std::array<PlannedBackend*, kNumTiers> planned_{};  // the planned wrapper in backends_, if any
+  struct Slot {
+    std::atomic<Backend*> backend{nullptr};
+    std::atomic<bool> retired{false};
+  };
+  friend struct ThreadCountersHandle;
+
+  TieringAllocator();
+  static void free_block(void* ptr);
+  Counters& my_counters() noexcept;
+  void leave(Counters* counters) noexcept;  // a thread exits: fold its counters into the shared set
+  // Holds a block count on the tier's current slot (or DRAM's); returns the slot.
+  uint8_t enter_slot(Counters& me, Tier* tier) noexcept;
+  void release_block(Counters& me, uint8_t slot) noexcept;
+  void* allocate_in(Counters& me, Tier tier, size_t n, BlockRecord* record);
+  void note_peak(Tier tier) noexcept;
+  int64_t sum_live(Tier tier) const noexcept;
+  uint8_t occupy_slot(Backend* backend);
+  // The tier stops using `slot`; its backend goes when its last block does.
+  void retire(uint8_t slot) noexcept;
+  void free_slot_if_done(uint8_t slot) noexcept;
+  void report_to_profiler(void* ptr, int64_t bytes) noexcept;
+  // Registers this allocator at the CPU allocator's current priority; returns it.
+  uint8_t register_at_current_priority();
+  // Appends an event and returns its sequence number (an allocation's id).
+  uint64_t record(Tier tier, const void* address, size_t size, bool is_free);
+  [[noreturn]] void fail_full(size_t n);
+
+  BlockMap map_;
+  std::array<Slot, kMaxBackends> slots_{};
+  std::array<std::atomic<uint8_t>, kNumTiers> tier_slot_{};
+  std::array<Counters, kMaxThreads> counters_{};
+  std::atomic<int> counters_used_{1};  // entries [0, counters_used_) may be in use
+  std::array<std::atomic<int64_t>, kNumTiers> peak_{};
+  std::mutex registry_mutex_;          // slots' lifetimes, threads joining and leaving, stats
+
+  std::array<PlannedBackend*, kNumTiers> planned_{};  // the planned wrapper in use, if any
   ArenaBackend* pm_arena_ = nullptr;                   // the sim arena under the pm tier, if any
-  std::array<Counters, kNumTiers> counters_;
   c10::Allocator* previous_ = nullptr;
-  bool error_on_full_ = false;
+  uint8_t previous_priority_ = 0;
+  bool enabled_ = false;
+  std::atomic<bool> error_on_full_{false};
 
   std::atomic<bool> tracing_{false};
   std::atomic<uint64_t> trace_seq_{0};
   std::mutex trace_mutex_;
   std::vector<TraceEvent> trace_;
+  std::unordered_map<uint64_t, uint64_t> trace_ids_;  // live traced block address -> its allocation's id
 };
 
 }  // namespace torch_tier

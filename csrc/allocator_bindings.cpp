@@ -4,6 +4,8 @@
 #include <torch/extension.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <thread>
 #include <unordered_map>
 
 #include "allocator.h"
@@ -30,7 +32,13 @@ py::dict stats_dict(Tier tier) {
   d["allocations"] = s.allocations;
   d["fallbacks"] = s.fallbacks;
   d["failures"] = s.failures;
-  if (tier == kDram) d["cached_bytes"] = DramBackend::instance().cached_bytes();
+  if (tier == kDram) {
+    const DramCacheStats cache = DramBackend::instance().cache_stats();
+    d["cached_bytes"] = cache.cached_bytes;
+    d["cache_capacity"] = cache.capacity;
+    d["cache_hits"] = cache.hits;
+    d["cache_evictions"] = cache.evictions;
+  }
   return d;
 }
 
@@ -55,21 +63,33 @@ void bind_allocator(py::module_& m) {
      "Enable the allocator with a simulated pm tier: a mapped arena of `capacity` bytes.");
 
   m.def("enable_memkind", [](uintptr_t kind, uintptr_t posix_memalign, uintptr_t free,
-                             uintptr_t destroy_kind, const std::string& name, bool error_on_full) {
+                             uintptr_t destroy_kind, uintptr_t malloc_usable_size, const std::string& name,
+                             bool error_on_full) {
     MemkindApi api{fn_at<int(void*, void**, size_t, size_t)>(posix_memalign),
                    fn_at<void(void*, void*)>(free),
-                   destroy_kind ? fn_at<int(void*)>(destroy_kind) : nullptr};
+                   destroy_kind ? fn_at<int(void*)>(destroy_kind) : nullptr,
+                   malloc_usable_size ? fn_at<size_t(void*, void*)>(malloc_usable_size) : nullptr};
     auto* backend = new MemkindBackend(reinterpret_cast<void*>(kind), api, name);
     TieringAllocator::instance().enable(backend, error_on_full);
   }, py::arg("kind"), py::arg("posix_memalign"), py::arg("free"), py::arg("destroy_kind"),
-     py::arg("name"), py::arg("error_on_full"),
+     py::arg("malloc_usable_size"), py::arg("name"), py::arg("error_on_full"),
      "Enable the allocator with a memkind pm tier (addresses from torch_tier.memkind's cffi binding).");
 
   m.def("disable", [] { TieringAllocator::instance().disable(); },
         "Restore the previous CPU allocator; live blocks still free to their tier.");
   m.def("enabled", [] { return TieringAllocator::instance().enabled(); });
   m.def("set_dram_cache_capacity", [](size_t bytes) { DramBackend::instance().set_cache_capacity(bytes); },
-        "Bytes of freed DRAM blocks kept for reuse while enabled (default 1 GiB).");
+        "Bytes of freed DRAM blocks kept for reuse while enabled (least recently freed evicted first).");
+  m.def("default_dram_cache_capacity", [] { return DramBackend::default_cache_capacity(); },
+        "The DRAM cache's default capacity: 1/16 of this machine's memory, at most 1 GiB.");
+  m.attr("SIM_MAX_CAPACITY") = ArenaBackend::kMaxCapacity;
+  m.def("arena_block_bytes", [](size_t bytes) { return round_up(bytes, ArenaBackend::kCell); },
+        "Bytes a block of `bytes` occupies in a simulated-tier arena (256-byte cells).");
+  m.def("cpu_allocator_priority", [] { return TieringAllocator::instance().cpu_allocator_priority(); },
+        "The priority c10 holds for the CPU allocator now (probed and restored).");
+  m.def("cpu_allocator_is_default", [] { return c10::GetCPUAllocator() == c10::GetDefaultCPUAllocator(); });
+  m.def("live_backends", [] { return TieringAllocator::instance().live_backends(); },
+        "Backends alive: DRAM, the tiers' current ones, and retired ones that still have live blocks.");
   m.def("replay_arena", [](size_t capacity, const std::string& fit,
                            const std::vector<std::tuple<bool, int64_t, size_t>>& events) {
     ArenaBackend arena(capacity, parse_fit(fit));
@@ -144,7 +164,7 @@ void bind_allocator(py::module_& m) {
     d["arena_bytes"] = s.arena_bytes;
     return d;
   });
-  m.def("block_overhead", [] { return kAlignment; }, "Bytes the allocator adds before each block.");
+  m.def("block_overhead", [] { return 0; }, "Bytes the allocator adds to each block: none (its metadata is out of band).");
   m.def("reset_peaks", [] { TieringAllocator::instance().reset_peaks(); });
 
   m.def("start_trace", [] { TieringAllocator::instance().start_trace(); });
@@ -154,17 +174,80 @@ void bind_allocator(py::module_& m) {
     for (const TraceEvent& e : events) out.append(py::make_tuple(e.seq, e.id, e.address, e.size, e.tier, e.is_free));
     return out;
   }, "Stop tracing; returns (seq, id, address, size, tier, is_free) per event.");
-  m.def("time_alloc_free", [](size_t bytes, int64_t iterations, bool tiered) {
-    c10::Allocator* allocator =
-        tiered ? static_cast<c10::Allocator*>(&TieringAllocator::instance()) : c10::GetDefaultCPUAllocator();
+  m.def("time_alloc_free", [](size_t bytes, int64_t iterations, const std::string& allocator, int threads,
+                              int64_t live) {
+    enum { kTiered, kDefault, kGlibc } which;
+    if (allocator == "torch-tier") which = kTiered;
+    else if (allocator == "default") which = kDefault;
+    else if (allocator == "glibc") which = kGlibc;
+    else throw std::invalid_argument("allocator: expected 'torch-tier', 'default' or 'glibc'");
+    if (threads < 1 || iterations < 1 || live < 0) throw std::invalid_argument("threads, iterations >= 1, live >= 0");
+    const Tier tier = current_tier();
+    std::vector<double> ns(threads);
+    std::atomic<int> ready{0};
+    auto run = [&](int index) {
+      set_current_tier(tier);
+      c10::Allocator* c10_allocator = which == kTiered ? static_cast<c10::Allocator*>(&TieringAllocator::instance())
+                                                       : c10::GetDefaultCPUAllocator();
+      auto alloc = [&]() -> c10::DataPtr {
+        if (which != kGlibc) return c10_allocator->allocate(bytes);
+        void* ptr = nullptr;
+        if (posix_memalign(&ptr, kAlignment, bytes) != 0) throw std::bad_alloc();
+        return {ptr, ptr, &std::free, c10::Device(c10::DeviceType::CPU)};
+      };
+      std::vector<c10::DataPtr> held;
+      held.reserve(live);
+      for (int64_t i = 0; i < live; ++i) held.push_back(alloc());
+      ready.fetch_add(1);
+      while (ready.load() < threads) {
+      }
+      const auto start = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < iterations; ++i) c10::DataPtr block = alloc();
+      ns[index] = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() /
+                  static_cast<double>(iterations);
+      set_current_tier(kDram);
+    };
+    {
+      py::gil_scoped_release no_gil;
+      std::vector<std::thread> pool;
+      for (int t = 1; t < threads; ++t) pool.emplace_back(run, t);
+      run(0);
+      set_current_tier(tier);
+      for (std::thread& thread : pool) thread.join();
+    }
+    double total = 0;
+    for (double v : ns) total += v;
+    return total / threads;
+  }, py::arg("bytes"), py::arg("iterations"), py::arg("allocator") = "torch-tier", py::arg("threads") = 1,
+     py::arg("live") = 0,
+     "Mean ns for one allocate+free of `bytes` per thread, `threads` threads at once, each holding `live` "
+     "other blocks of that size: torch-tier's allocator on the calling thread's tier, PyTorch's default CPU "
+     "allocator, or glibc's posix_memalign/free; for benchmarks/overhead.py.");
+  m.def("time_planned", [](int64_t live, int64_t iterations) {
+    // A plan whose timed slot overlaps `live` freed earlier slots and sits beside `live` held ones:
+    // the old per-slot conflict scan paid for every overlapping slot on each allocation.
+    std::vector<size_t> sizes, offsets;
+    const size_t cell = kAlignment, span = static_cast<size_t>(std::max<int64_t>(live, 1)) * cell;
+    for (int64_t i = 0; i < live; ++i) sizes.push_back(cell), offsets.push_back(span + i * cell);  // held
+    for (int64_t i = 0; i < live; ++i) sizes.push_back(cell), offsets.push_back(i * cell);          // freed
+    const size_t first_timed = sizes.size();
+    for (int64_t i = 0; i < iterations; ++i) sizes.push_back(span), offsets.push_back(0);
+    PlannedBackend planned(&DramBackend::instance(), sizes, offsets, 2 * span);
     py::gil_scoped_release no_gil;
+    planned.begin();
+    std::vector<void*> held;
+    for (int64_t i = 0; i < live; ++i) held.push_back(planned.allocate(cell));
+    for (int64_t i = 0; i < live; ++i) planned.deallocate(planned.allocate(cell), cell);
     const auto start = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < iterations; ++i) c10::DataPtr block = allocator->allocate(bytes);
-    const std::chrono::duration<double, std::nano> elapsed = std::chrono::steady_clock::now() - start;
-    return elapsed.count() / static_cast<double>(iterations);
-  }, py::arg("bytes"), py::arg("iterations"), py::arg("tiered"),
-     "Mean ns for one allocate+free of `bytes` on the calling thread's tier (tiered) or PyTorch's default "
-     "CPU allocator; for benchmarks/overhead.py.");
+    for (int64_t i = 0; i < iterations; ++i) planned.deallocate(planned.allocate(span), span);
+    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+    const PlannedStats stats = planned.stats();
+    for (void* block : held) planned.deallocate(block, cell);
+    if (stats.planned != static_cast<int64_t>(first_timed) + iterations)
+      throw std::runtime_error("time_planned: the plan was not followed");
+    return ns / static_cast<double>(iterations);
+  }, py::arg("live"), py::arg("iterations"),
+     "Mean ns for one planned allocate+free whose slot overlaps `live` earlier slots, with `live` blocks held.");
   m.def("trace_position", [] { return TieringAllocator::instance().trace_position(); });
 }
 

@@ -7,17 +7,22 @@
 
 namespace torch_tier {
 
-struct ArenaBackend::Tag {
-  size_t size;       // of the whole block, this tag included
-  size_t prev_size;  // of the block just below, 0 for the first
-  Tag* next_free;
-  Tag* prev_free;
-  bool free;
-};
-
 namespace {
-constexpr size_t kMinBlock = 2 * kAlignment;
+
+// A treap node's priority: a fixed hash of its cell, so layouts are reproducible.
+uint32_t priority(uint32_t cell) {
+  uint32_t x = cell * 0x9E3779B1u;
+  x ^= x >> 15;
+  x *= 0x85EBCA77u;
+  return x ^ (x >> 13);
 }
+
+void* map_zeroed(size_t bytes) {
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return mem == MAP_FAILED ? nullptr : mem;
+}
+
+}  // namespace
 
 Fit parse_fit(const std::string& name) {
   if (name == "first") return Fit::kFirst;
@@ -37,120 +42,195 @@ const char* fit_name(Fit fit) {
   return "?";
 }
 
-ArenaBackend::ArenaBackend(size_t capacity, Fit fit)
-    : capacity_(round_up(capacity, kAlignment)), fit_(fit) {
-  static_assert(sizeof(Tag) <= kAlignment, "tag must fit in one alignment unit");
-  if (capacity_ < kMinBlock) throw std::invalid_argument("arena capacity must be at least 128 bytes");
-  void* mem = mmap(nullptr, capacity_, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (mem == MAP_FAILED) throw std::runtime_error("cannot map a simulated-tier arena of " +
-                                                  std::to_string(capacity_) + " bytes");
-  base_ = static_cast<char*>(mem);
-  rover_ = base_;
-  auto* whole = reinterpret_cast<Tag*>(base_);
-  *whole = Tag{capacity_, 0, nullptr, nullptr, true};
-  push_free(whole);
+ArenaBackend::ArenaBackend(size_t capacity, Fit fit) : capacity_(round_up(capacity, kCell)), fit_(fit) {
+  if (capacity < kCell || capacity > kMaxCapacity)
+    throw std::invalid_argument("arena capacity must be from 256 bytes to 512 GiB, got " + std::to_string(capacity));
+  cell_count_ = static_cast<Index>(capacity_ / kCell);
+  base_ = static_cast<char*>(map_zeroed(capacity_));
+  cells_ = static_cast<Cell*>(map_zeroed(size_t{cell_count_} * sizeof(Cell)));
+  if (!base_ || !cells_) {
+    if (base_) munmap(base_, capacity_);
+    if (cells_) munmap(cells_, size_t{cell_count_} * sizeof(Cell));
+    throw std::runtime_error("cannot map a simulated-tier arena of " + std::to_string(capacity_) + " bytes");
+  }
+  mark(0, cell_count_, true);
+  root_ = insert(kNil, 0);
+  free_cells_ = cell_count_;
+  free_blocks_ = 1;
 }
 
-ArenaBackend::~ArenaBackend() { munmap(base_, capacity_); }
+ArenaBackend::~ArenaBackend() {
+  munmap(base_, capacity_);
+  munmap(cells_, size_t{cell_count_} * sizeof(Cell));
+}
 
 std::string ArenaBackend::describe() const {
   return std::string("sim arena, ") + std::to_string(capacity_) + " bytes, " + fit_name(fit_) + " fit";
 }
 
-ArenaBackend::Tag* ArenaBackend::physical_next(Tag* tag) const {
-  char* next = reinterpret_cast<char*>(tag) + tag->size;
-  return next < base_ + capacity_ ? reinterpret_cast<Tag*>(next) : nullptr;
+void ArenaBackend::mark(Index c, uint32_t size, bool free) {
+  const uint32_t word = size | (free ? kFree : 0);
+  cells_[c].size = word;
+  cells_[c + size - 1].size = word;
+  if (free) {
+    cells_[c].left = cells_[c].right = kNil;
+    cells_[c].max = size;
+  }
 }
 
-void ArenaBackend::unlink(Tag* tag) {
-  if (tag->prev_free) tag->prev_free->next_free = tag->next_free;
-  else free_list_ = tag->next_free;
-  if (tag->next_free) tag->next_free->prev_free = tag->prev_free;
+bool ArenaBackend::before(Index a, Index b) const {
+  switch (fit_) {
+    case Fit::kBest:
+      if (size_of(a) != size_of(b)) return size_of(a) < size_of(b);
+      break;
+    case Fit::kWorst:
+      if (size_of(a) != size_of(b)) return size_of(a) > size_of(b);
+      break;
+    case Fit::kFirst:
+    case Fit::kNext:
+      break;
+  }
+  return a < b;
 }
 
-void ArenaBackend::push_free(Tag* tag) {
-  tag->free = true;
-  tag->prev_free = nullptr;
-  tag->next_free = free_list_;
-  if (free_list_) free_list_->prev_free = tag;
-  free_list_ = tag;
+void ArenaBackend::pull(Index c) {
+  cells_[c].max = std::max({size_of(c), max_of(cells_[c].left), max_of(cells_[c].right)});
 }
 
-ArenaBackend::Tag* ArenaBackend::choose(size_t need) const {
-  Tag* best = nullptr;
-  Tag* lowest_after_rover = nullptr;
-  for (Tag* t = free_list_; t; t = t->next_free) {
-    if (t->size < need) continue;
-    switch (fit_) {
-      case Fit::kFirst:
-        if (!best || t < best) best = t;
-        break;
-      case Fit::kBest:
-        if (!best || t->size < best->size || (t->size == best->size && t < best)) best = t;
-        break;
-      case Fit::kWorst:
-        if (!best || t->size > best->size || (t->size == best->size && t < best)) best = t;
-        break;
-      case Fit::kNext:
-        if (reinterpret_cast<const char*>(t) >= rover_ &&
-            (!lowest_after_rover || t < lowest_after_rover))
-          lowest_after_rover = t;
-        if (!best || t < best) best = t;  // wrap-around candidate
-        break;
+void ArenaBackend::split(Index tree, Index key, Index* less, Index* rest) {
+  if (tree == kNil) {
+    *less = *rest = kNil;
+  } else if (before(tree, key)) {
+    split(cells_[tree].right, key, &cells_[tree].right, rest);
+    pull(tree);
+    *less = tree;
+  } else {
+    split(cells_[tree].left, key, less, &cells_[tree].left);
+    pull(tree);
+    *rest = tree;
+  }
+}
+
+ArenaBackend::Index ArenaBackend::merge(Index a, Index b) {
+  if (a == kNil) return b;
+  if (b == kNil) return a;
+  if (priority(a) > priority(b)) {
+    cells_[a].right = merge(cells_[a].right, b);
+    pull(a);
+    return a;
+  }
+  cells_[b].left = merge(a, cells_[b].left);
+  pull(b);
+  return b;
+}
+
+ArenaBackend::Index ArenaBackend::insert(Index tree, Index node) {
+  if (tree == kNil) return node;
+  if (priority(node) > priority(tree)) {
+    split(tree, node, &cells_[node].left, &cells_[node].right);
+    pull(node);
+    return node;
+  }
+  if (before(node, tree)) cells_[tree].left = insert(cells_[tree].left, node);
+  else cells_[tree].right = insert(cells_[tree].right, node);
+  pull(tree);
+  return tree;
+}
+
+ArenaBackend::Index ArenaBackend::erase(Index tree, Index node) {
+  if (tree == node) return merge(cells_[node].left, cells_[node].right);
+  if (before(node, tree)) cells_[tree].left = erase(cells_[tree].left, node);
+  else cells_[tree].right = erase(cells_[tree].right, node);
+  pull(tree);
+  return tree;
+}
+
+// The lowest-addressed free block at or after cell `from` with `need` cells
+// (address-ordered trees only).
+ArenaBackend::Index ArenaBackend::first_from(Index tree, Index from, uint32_t need) const {
+  if (tree == kNil || cells_[tree].max < need) return kNil;
+  if (tree < from) return first_from(cells_[tree].right, from, need);
+  if (Index below = first_from(cells_[tree].left, from, need); below != kNil) return below;
+  if (size_of(tree) >= need) return tree;
+  return first_from(cells_[tree].right, from, need);
+}
+
+ArenaBackend::Index ArenaBackend::choose(uint32_t need) const {
+  switch (fit_) {
+    case Fit::kFirst:
+      return first_from(root_, 0, need);
+    case Fit::kNext:
+      if (Index after = first_from(root_, rover_, need); after != kNil) return after;
+      return first_from(root_, 0, need);  // wrap around
+    case Fit::kBest: {  // the smallest (size, address) with size >= need
+      Index found = kNil;
+      for (Index t = root_; t != kNil;) {
+        if (size_of(t) >= need) {
+          found = t;
+          t = cells_[t].left;
+        } else {
+          t = cells_[t].right;
+        }
+      }
+      return found;
+    }
+    case Fit::kWorst: {  // the first in (size descending, address) order, if it is large enough
+      Index t = root_;
+      if (t == kNil) return kNil;
+      while (cells_[t].left != kNil) t = cells_[t].left;
+      return size_of(t) >= need ? t : kNil;
     }
   }
-  return lowest_after_rover ? lowest_after_rover : best;
+  return kNil;
 }
 
 void* ArenaBackend::allocate(size_t bytes) noexcept {
-  const size_t need = round_up(bytes, kAlignment) + kAlignment;
-  if (need < bytes) return nullptr;  // overflow
+  if (bytes == 0 || bytes > capacity_) return nullptr;
+  const auto need = static_cast<uint32_t>(round_up(bytes, kCell) / kCell);
   std::lock_guard<std::mutex> lock(mutex_);
-  Tag* tag = choose(need);
-  if (!tag) return nullptr;
-  unlink(tag);
-  if (tag->size - need >= kMinBlock) {
-    auto* rest = reinterpret_cast<Tag*>(reinterpret_cast<char*>(tag) + need);
-    *rest = Tag{tag->size - need, need, nullptr, nullptr, true};
-    if (Tag* after = physical_next(rest)) after->prev_size = rest->size;
-    tag->size = need;
-    push_free(rest);
+  const Index block = choose(need);
+  if (block == kNil) return nullptr;
+  root_ = erase(root_, block);
+  const uint32_t size = size_of(block);
+  --free_blocks_;
+  if (size > need) {
+    const Index rest = block + need;
+    mark(rest, size - need, true);
+    root_ = insert(root_, rest);
+    ++free_blocks_;
   }
-  tag->free = false;
-  rover_ = reinterpret_cast<char*>(tag) + tag->size;
-  high_water_ = std::max(high_water_, static_cast<size_t>(rover_ - base_));
-  return reinterpret_cast<char*>(tag) + kAlignment;
+  mark(block, need, false);
+  free_cells_ -= need;
+  rover_ = block + need;
+  high_water_ = std::max(high_water_, rover_);
+  return base_ + size_t{block} * kCell;
 }
 
-void ArenaBackend::deallocate(void* ptr, size_t /*bytes: the tag knows*/) noexcept {
-  auto* tag = reinterpret_cast<Tag*>(static_cast<char*>(ptr) - kAlignment);
+void ArenaBackend::deallocate(void* ptr, size_t /*bytes: the cell records know*/) noexcept {
+  auto block = static_cast<Index>((static_cast<char*>(ptr) - base_) / kCell);
   std::lock_guard<std::mutex> lock(mutex_);
-  if (Tag* next = physical_next(tag); next && next->free) {
-    unlink(next);
-    tag->size += next->size;
+  uint32_t size = size_of(block);
+  free_cells_ += size;
+  ++free_blocks_;
+  if (const Index next = block + size; next < cell_count_ && is_free(next)) {
+    root_ = erase(root_, next);
+    size += size_of(next);
+    --free_blocks_;
   }
-  if (tag->prev_size) {
-    auto* prev = reinterpret_cast<Tag*>(reinterpret_cast<char*>(tag) - tag->prev_size);
-    if (prev->free) {
-      unlink(prev);
-      prev->size += tag->size;
-      tag = prev;
-    }
+  if (block > 0 && is_free(block - 1)) {
+    const Index prev = block - size_of(block - 1);
+    root_ = erase(root_, prev);
+    size += size_of(prev);
+    block = prev;
+    --free_blocks_;
   }
-  if (Tag* after = physical_next(tag)) after->prev_size = tag->size;
-  push_free(tag);
+  mark(block, size, true);
+  root_ = insert(root_, block);
 }
 
 ArenaLayout ArenaBackend::layout() {
   std::lock_guard<std::mutex> lock(mutex_);
-  ArenaLayout out{capacity_, high_water_, 0, 0, 0};
-  for (Tag* t = free_list_; t; t = t->next_free) {
-    out.free_bytes += t->size;
-    out.largest_free = std::max(out.largest_free, t->size);
-    ++out.free_blocks;
-  }
-  return out;
+  return {capacity_, size_t{high_water_} * kCell, free_cells_ * kCell, size_t{max_of(root_)} * kCell, free_blocks_};
 }
 
 }  // namespace torch_tier

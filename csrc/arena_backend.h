@@ -2,9 +2,18 @@
 // Ownership, accounting, capacity and fragmentation are real; only the
 // slowness is simulated (by the runtime, from the cost model).
 //
-// Blocks carry their bookkeeping in-band (a 64-byte tag before each block),
-// so allocate/free never touch the heap. Free blocks sit in one unordered
-// list; the fit rule picks among them.
+// The arena is divided into 256-byte cells (Optane's access granularity);
+// every block is a whole number of cells, so payloads are 256-byte aligned
+// and a block of n bytes occupies round_up(n, 256). All bookkeeping is out of
+// band, in a table of one 16-byte record per cell (mapped lazily: only the
+// records of block boundaries are ever touched): a block's size at its first
+// and last cell (boundary tags, for coalescing), and for a free block the
+// links of a treap of free blocks, ordered as the fit rule needs:
+//   first, next: by address, each node knowing the largest block below it;
+//   best:        by (size, address);
+//   worst:       by (size descending, address).
+// So choosing a block costs O(log free blocks), not a scan of the free list,
+// and the rules keep their exact placement (lowest address among ties).
 #pragma once
 #include <mutex>
 
@@ -27,30 +36,55 @@ struct ArenaLayout {
 
 class ArenaBackend final : public Backend {
  public:
-  ArenaBackend(size_t capacity, Fit fit);  // throws std::runtime_error if mmap fails
+  static constexpr size_t kCell = kPmAlignment;
+  static constexpr size_t kMaxCapacity = ((size_t{1} << 31) - 1) * kCell;  // cell counts are 31-bit
+
+  // Throws std::invalid_argument for a capacity of under one cell or over
+  // kMaxCapacity, std::runtime_error if the memory cannot be mapped.
+  ArenaBackend(size_t capacity, Fit fit);
   ~ArenaBackend() override;
   ArenaBackend(const ArenaBackend&) = delete;
   ArenaBackend& operator=(const ArenaBackend&) = delete;
 
   void* allocate(size_t bytes) noexcept override;
   void deallocate(void* ptr, size_t bytes) noexcept override;
+  size_t block_bytes(const void*, size_t bytes) const noexcept override { return round_up(bytes, kCell); }
   std::string describe() const override;
   ArenaLayout layout();
 
  private:
-  struct Tag;
-  Tag* choose(size_t need) const;
-  Tag* physical_next(Tag* tag) const;
-  void unlink(Tag* tag);
-  void push_free(Tag* tag);
+  using Index = uint32_t;  // a cell
+  static constexpr Index kNil = UINT32_MAX;
+  struct Cell {
+    uint32_t size;  // in cells, with kFree; at a block's first and last cell
+    Index left, right;
+    uint32_t max;   // the largest free block in this node's subtree (cells)
+  };
+  static constexpr uint32_t kFree = uint32_t{1} << 31;
+
+  uint32_t size_of(Index c) const { return cells_[c].size & ~kFree; }
+  bool is_free(Index c) const { return cells_[c].size & kFree; }
+  void mark(Index c, uint32_t size, bool free);
+  bool before(Index a, Index b) const;  // the tree's order
+  uint32_t max_of(Index c) const { return c == kNil ? 0 : cells_[c].max; }
+  void pull(Index c);
+  void split(Index tree, Index key, Index* less, Index* rest);
+  Index merge(Index a, Index b);
+  Index insert(Index tree, Index node);
+  Index erase(Index tree, Index node);
+  Index choose(uint32_t need) const;
+  Index first_from(Index tree, Index from, uint32_t need) const;
 
   char* base_;
   size_t capacity_;
+  Index cell_count_;
+  Cell* cells_;
   Fit fit_;
   std::mutex mutex_;
-  Tag* free_list_ = nullptr;
-  const char* rover_;  // next fit resumes from here
-  size_t high_water_ = 0;
+  Index root_ = kNil;
+  Index rover_ = 0;  // next fit resumes from here
+  Index high_water_ = 0;
+  size_t free_cells_ = 0, free_blocks_ = 0;
 };
 
 }  // namespace torch_tier

@@ -1,6 +1,6 @@
 // The narrow interface every tier's memory comes through. A backend hands out
-// 64-byte-aligned blocks and takes them back; the allocator does the rest
-// (headers, stats, tiers). New kinds of memory (libnuma, UMF) are a new
+// aligned blocks and takes them back; the allocator does the rest (the block
+// map, stats, tiers, lifetimes). New kinds of memory (libnuma, UMF) are a new
 // Backend beside these.
 #pragma once
 #include <atomic>
@@ -10,7 +10,8 @@
 
 namespace torch_tier {
 
-constexpr size_t kAlignment = 64;
+constexpr size_t kAlignment = 64;     // DRAM blocks, as PyTorch's default CPU allocator
+constexpr size_t kPmAlignment = 256;  // slow-tier blocks: Optane's internal access granularity
 
 inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
@@ -18,14 +19,20 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  // A 64-byte-aligned block of at least `bytes`, or nullptr when full.
+  // A block of at least `bytes` (bytes > 0), aligned as the backend says, or
+  // nullptr when full (or when `bytes` is too large to round up).
   virtual void* allocate(size_t bytes) noexcept = 0;
   // Takes back a block of `allocate(bytes)`.
   virtual void deallocate(void* ptr, size_t bytes) noexcept = 0;
+  // The bytes a live block of `allocate(bytes)` really occupies in this
+  // backend: `bytes` rounded up to its granularity (what its capacity and
+  // the allocator's stats count).
+  virtual size_t block_bytes(const void* ptr, size_t bytes) const noexcept { return round_up(bytes, kAlignment); }
   virtual std::string describe() const = 0;
 
-  // Backends outlive their users: each live block holds a reference, so a
-  // tier replaced or disabled stays valid until its last block is freed.
+  // Owners of a backend (the allocator's slot while it has live blocks, a
+  // planned arena built on it) each hold a reference; the last one deletes
+  // it. Never touched on the allocation path.
   void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
@@ -33,17 +40,6 @@ class Backend {
 
  private:
   std::atomic<int64_t> refs_{1};
-};
-
-// Releases a backend reference when it goes out of scope.
-struct BackendRef {
-  Backend* backend = nullptr;
-  explicit BackendRef(Backend* b = nullptr) : backend(b) {}
-  BackendRef(const BackendRef&) = delete;
-  BackendRef& operator=(const BackendRef&) = delete;
-  ~BackendRef() {
-    if (backend) backend->release();
-  }
 };
 
 }  // namespace torch_tier

@@ -10,6 +10,12 @@
 // its pages. So freed blocks of kCachedMin bytes or more wait in a cache, by
 // exact size (inference repeats its sizes every forward), for the next
 // allocation of that size.
+//
+// The cache is bounded (default: 1/16 of this machine's memory, at most
+// 1 GiB; set_cache_capacity changes it): a block that would overflow it
+// evicts the least recently freed blocks first, so the blocks of the current
+// forward stay. Its bytes are DRAM the tier holds beyond its live blocks;
+// the allocator reports them (stats()["dram"]["cached_bytes"]).
 #pragma once
 #include <array>
 #include <atomic>
@@ -19,10 +25,16 @@
 
 namespace torch_tier {
 
+struct DramCacheStats {
+  size_t cached_bytes;
+  size_t capacity;
+  int64_t hits;       // allocations served from the cache
+  int64_t evictions;  // blocks returned to the system to make room
+};
+
 class DramBackend final : public Backend {
  public:
   static constexpr size_t kCachedMin = size_t{64} << 10;  // smaller blocks stay in malloc's bins anyway
-  static constexpr size_t kDefaultCacheCapacity = size_t{1} << 30;
 
   void* allocate(size_t bytes) noexcept override;
   void deallocate(void* ptr, size_t bytes) noexcept override;
@@ -30,27 +42,37 @@ class DramBackend final : public Backend {
 
   // Start or stop keeping freed blocks; stopping returns every cached block to the system.
   void set_caching(bool on) noexcept;
-  // At most `bytes` wait in the cache: a block that would exceed it empties the cache first.
+  // At most `bytes` wait in the cache (least recently freed evicted first).
   void set_cache_capacity(size_t bytes) noexcept;
-  size_t cached_bytes() noexcept;
+  DramCacheStats cache_stats() noexcept;
+  // 1/16 of physical memory, at most 1 GiB.
+  static size_t default_cache_capacity() noexcept;
 
   // The one process-wide instance; it is never released.
   static DramBackend& instance();
 
  private:
-  struct FreeBlock {  // written into a cached block's own memory
-    FreeBlock* next;
+  DramBackend();
+  struct CachedBlock {  // written into a cached block's own memory
+    CachedBlock *bin_prev, *bin_next;  // blocks of the same bin
+    CachedBlock *older, *newer;        // all cached blocks, by time freed
     size_t bytes;
   };
   static constexpr size_t kBins = 1024;
 
   static size_t bin_of(size_t bytes) { return (bytes / kAlignment) % kBins; }
-  void empty_locked() noexcept;
+  void unlink(CachedBlock* block) noexcept;
+  // Unlinks blocks, oldest first, until at most `keep` bytes are cached; returns them chained by `newer`.
+  CachedBlock* evict_until(size_t keep) noexcept;
+  static void free_chain(CachedBlock* chain) noexcept;
 
   std::mutex mutex_;
-  std::array<FreeBlock*, kBins> bins_{};
+  std::array<CachedBlock*, kBins> bins_{};
+  CachedBlock* oldest_ = nullptr;
+  CachedBlock* newest_ = nullptr;
   size_t cached_ = 0;
-  size_t capacity_ = kDefaultCacheCapacity;
+  size_t capacity_;
+  int64_t hits_ = 0, evictions_ = 0;
   std::atomic<bool> caching_{false};  // read unlocked first: off, the hot path takes no lock
 };
 

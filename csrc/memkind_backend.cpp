@@ -8,9 +8,14 @@ MemkindBackend::~MemkindBackend() {
 
 void* MemkindBackend::allocate(size_t bytes) noexcept {
   void* ptr = nullptr;
-  return api_.posix_memalign(kind_, &ptr, kAlignment, bytes) == 0 ? ptr : nullptr;
+  return api_.posix_memalign(kind_, &ptr, kPmAlignment, bytes) == 0 ? ptr : nullptr;
 }
 
 void MemkindBackend::deallocate(void* ptr, size_t /*bytes*/) noexcept { api_.free(kind_, ptr); }
+
+size_t MemkindBackend::block_bytes(const void* ptr, size_t bytes) const noexcept {
+  if (!api_.malloc_usable_size) return round_up(bytes, kPmAlignment);
+  return api_.malloc_usable_size(kind_, const_cast<void*>(ptr));
+}
 
 }  // namespace torch_tier

@@ -1,6 +1,8 @@
 // Memory from a memkind kind (a PMEM file-backed heap, or DAX KMEM NUMA
 // memory). The kind and the library's entry points come from the Python cffi
 // binding (torch_tier/memkind.py), so the library is bound once, not twice.
+// Blocks are 256-byte aligned (Optane's access granularity); a block occupies
+// what memkind's jemalloc says it does (its size class: malloc_usable_size).
 #pragma once
 #include "backend.h"
 
@@ -9,7 +11,8 @@ namespace torch_tier {
 struct MemkindApi {
   int (*posix_memalign)(void* kind, void** ptr, size_t alignment, size_t size);
   void (*free)(void* kind, void* ptr);
-  int (*destroy_kind)(void* kind);  // nullptr for static kinds such as MEMKIND_DAX_KMEM
+  int (*destroy_kind)(void* kind);                       // nullptr for static kinds such as MEMKIND_DAX_KMEM
+  size_t (*malloc_usable_size)(void* kind, void* ptr);   // nullptr: count the request rounded to 256 B
 };
 
 class MemkindBackend final : public Backend {
@@ -22,6 +25,7 @@ class MemkindBackend final : public Backend {
 
   void* allocate(size_t bytes) noexcept override;
   void deallocate(void* ptr, size_t bytes) noexcept override;
+  size_t block_bytes(const void* ptr, size_t bytes) const noexcept override;
   std::string describe() const override { return name_; }
 
  private:

@@ -7,6 +7,11 @@
 // sequence has diverged); a planned slot whose space is still held by a live
 // block (e.g. the previous forward's output, still referenced) is skipped
 // alone. So a plan can be slow to help, never wrong.
+//
+// Live planned blocks never overlap, so whether a slot's space is free is one
+// question: does the live block starting last before the slot's end reach
+// into it? A bit set over the plan's distinct offsets answers it in
+// O(log64 offsets) word operations per allocation.
 #pragma once
 #include <mutex>
 #include <vector>
@@ -19,6 +24,20 @@ struct PlannedStats {
   int64_t planned;    // allocations served at their planned offset
   int64_t unplanned;  // served by the inner backend instead
   int64_t arena_bytes;
+};
+
+// A set of indices in [0, n) with O(log64 n) insert, erase and "the largest
+// member at most i".
+class RankSet {
+ public:
+  explicit RankSet(size_t n);
+  void insert(size_t i) noexcept;
+  void erase(size_t i) noexcept;
+  // The largest member <= i, or -1.
+  int64_t prev(int64_t i) const noexcept;
+
+ private:
+  std::vector<std::vector<uint64_t>> levels_;  // levels_[0]: one bit per index; each level above: one bit per word below
 };
 
 class PlannedBackend final : public Backend {
@@ -35,6 +54,7 @@ class PlannedBackend final : public Backend {
 
   void* allocate(size_t bytes) noexcept override;
   void deallocate(void* ptr, size_t bytes) noexcept override;
+  size_t block_bytes(const void* ptr, size_t bytes) const noexcept override;
   std::string describe() const override;
 
   // A forward pass starts: the next allocation is the plan's first.
@@ -50,10 +70,9 @@ class PlannedBackend final : public Backend {
   char* region_;
   size_t arena_bytes_;
   std::vector<size_t> sizes_, offsets_;
-  std::vector<size_t> conflict_start_, conflicts_;  // per slot: slots whose space overlaps (CSR)
-  std::vector<size_t> distinct_offsets_;            // sorted
-  std::vector<int64_t> live_at_;                    // per distinct offset: the live slot, or -1
-  std::vector<uint8_t> live_;                       // per slot
+  std::vector<size_t> distinct_offsets_;  // sorted
+  std::vector<int64_t> live_at_;          // per distinct offset: the live slot, or -1
+  RankSet live_ranks_;                    // the distinct offsets with a live slot
   std::mutex mutex_;
   size_t cursor_ = 0;
   bool on_plan_ = false;

@@ -6,15 +6,14 @@ The C++ side is driven through the real allocator: a fresh sim tier of
 `PAGE * CELL` bytes under one fit, the pm tier selected, one `torch.empty`
 per allocation and `del` per free. Bytes map to cells exactly:
 
-- a block of the arena is its in-band tag (`TAG` bytes) plus the payload
-  the allocator asked for rounded up to 64 bytes; the allocator asks for
-  the tensor's bytes plus its own header (`_C.block_overhead()`). A tensor
-  of `k * CELL - TAG - header` bytes is therefore a block of exactly `k`
-  cells, and its block starts `TAG + header` bytes before its data;
-- the arena hands out a whole hole only when less than 128 bytes would be
-  left (too small for a tag and a payload); with 128-byte cells every hole
-  is a whole number of cells, so it always splits, as the Python rules do.
-  Requests are at least 2 cells (a tensor of 0 bytes allocates nothing);
+- the arena is made of 256-byte cells and keeps its bookkeeping out of band:
+  a block is the payload the allocator asked for rounded up to whole cells,
+  and the allocator asks for the tensor's bytes plus its own per-block
+  overhead (`_C.block_overhead()`, none since its metadata left the block).
+  A tensor of `k * CELL - TAG - header` bytes is therefore a block of
+  exactly `k` cells, starting `TAG + header` bytes before its data;
+- the arena splits every hole it allocates from exactly, as the Python
+  rules do (every hole is a whole number of cells);
 - the arena's base address is not exposed, but a fresh arena is one free
   block, so every rule puts the first request at its start.
 """
@@ -31,10 +30,10 @@ from torch_tier import _C, tiers
 from torch_tier.fit.generators import Request, make_generator
 from torch_tier.fit.rules import RulePolicy, free_blocks
 
-CELL = 128
-"""Bytes per cell: the arena's smallest block that it splits off (a tag and 64 payload bytes)."""
-TAG = 64
-"""The arena's in-band tag before each block (ArenaBackend::Tag, one alignment unit)."""
+CELL = 256
+"""Bytes per cell: the arena's granule (ArenaBackend::kCell), its smallest block."""
+TAG = 0
+"""Bytes the arena itself adds to each block: none, its tags are out of band."""
 PAGE = 128
 """Cells in the arena."""
 SEEDS = range(5)
@@ -87,7 +86,7 @@ def arena_placements(stream: list[Request], fit: str) -> list[Placement]:
                 continue
             try:  # only `live` holds the tensor, so its free request frees it
                 live[request.id] = torch.empty(request.size * CELL - TAG - header, dtype=torch.uint8)
-            except MemoryError:
+            except torch.OutOfMemoryError:
                 address = None
             else:
                 address = live[request.id].data_ptr() - header - TAG

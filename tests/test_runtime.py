@@ -151,10 +151,10 @@ def test_pm_full_error_raises_and_process_stays_usable(cnn):
     ref = forward(model, x)
     policy = tt.Policy.uniform(model, "dram", "pm")
     with tt.enable(policy, model, pm="sim", pm_capacity=8192, on_full="error"):
-        with pytest.raises(MemoryError, match=r"tier 'pm'.*is full: cannot allocate \d+ bytes"):
+        with pytest.raises(torch.OutOfMemoryError, match=r"tier 'pm'.*is full: cannot allocate \d+ bytes"):
             forward(model, x)
         assert _C.get_tier() == tt.tiers.DRAM  # the hooks unwound
-    with pytest.raises(MemoryError):  # weights that do not fit: enable undoes itself
+    with pytest.raises(torch.OutOfMemoryError):  # weights that do not fit: enable undoes itself
         tt.enable(tt.Policy.uniform(model, "pm", "dram"), model, pm="sim", pm_capacity=4096, on_full="error")
     assert not _C.enabled()
     assert torch.equal(forward(model, x), ref)

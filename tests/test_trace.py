@@ -33,12 +33,12 @@ def test_trace_of_a_training_step(cnn):
 
 def first_overflow(events: list[TraceEvent], capacity: int) -> int:
     """The index of the first allocation whose block would take the arena's live
-    blocks (each rounded up to 64 bytes, plus its 64-byte tag) past `capacity`:
-    no fit can serve it if all before it were served."""
+    blocks (each as the arena holds it: rounded up to whole 256-byte cells) past
+    `capacity`: no fit can serve it if all before it were served."""
     live: dict[int, int] = {}
     for index, e in enumerate(events):
         if e.op == "alloc":
-            live[e.id] = -(-e.size // 64) * 64 + 64
+            live[e.id] = _C.arena_block_bytes(e.size)
             if sum(live.values()) > capacity:
                 return index
         else:
@@ -51,7 +51,7 @@ def test_replay_under_each_fit(bert):
     events = trace.trace(model, x, passes=2)
     peak = peak_live_bytes(events)
     roomy = {fit: trace.replay(events, 64 * peak, fit) for fit in ("first", "best", "worst", "next")}
-    # every block carries a 64-byte tag in the arena, so the high water can pass the payload peak
+    # blocks are whole 256-byte cells in the arena, so the high water can pass the payload peak
     assert all(r["first_failure"] == -1 and r["high_water"] >= peak for r in roomy.values())
     tight = trace.replay(events, peak // 2, "first")
     assert 0 <= tight["first_failure"] <= first_overflow(events, peak // 2)

@@ -21,6 +21,7 @@ int memkind_create_pmem(const char *dir, size_t max_size, memkind_t *kind);
 int memkind_destroy_kind(memkind_t kind);
 int memkind_posix_memalign(memkind_t kind, void **memptr, size_t alignment, size_t size);
 void memkind_free(memkind_t kind, void *ptr);
+size_t memkind_malloc_usable_size(memkind_t kind, void *ptr);
 int memkind_check_available(memkind_t kind);
 int memkind_check_dax_path(const char *pmem_dir);
 void memkind_error_message(int err, char *msg, size_t size);
@@ -40,6 +41,7 @@ class Kind:
     posix_memalign: int
     free: int
     destroy_kind: int  # 0 for static kinds, which must not be destroyed
+    malloc_usable_size: int
     name: str
 
 
@@ -82,6 +84,7 @@ def _kind(ffi: cffi.FFI, lib: object, kind: object, destroy: bool, name: str) ->
         posix_memalign=_address(ffi, lib.memkind_posix_memalign),
         free=_address(ffi, lib.memkind_free),
         destroy_kind=_address(ffi, lib.memkind_destroy_kind) if destroy else 0,
+        malloc_usable_size=_address(ffi, lib.memkind_malloc_usable_size),
         name=name,
     )
 

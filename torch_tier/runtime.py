@@ -201,7 +201,7 @@ def enable(
     pm: what backs the slow tier ('sim[:PROFILE]', 'memkind:DIR', 'kmem');
         default $TORCH_TIER_PM, else 'sim'.
     on_full: when pm is full, 'fallback' serves from DRAM and counts it,
-        'error' raises MemoryError.
+        'error' raises torch.OutOfMemoryError (what PyTorch's own code catches).
     pm_capacity: bytes (or '4GiB') the pm tier may hold; default the
         backend's own limit.
     fit: the sim arena's placement rule (first, best, worst, next).

@@ -100,10 +100,11 @@ def activate(pm: PmSpec, on_full: str) -> None:
         raise ValueError(f"on_full: expected one of {list(ON_FULL)}, got {on_full!r}")
     error = on_full == "error"
     if pm.kind == "sim":
-        _C.enable_sim(pm.capacity or psutil.virtual_memory().total, pm.fit, error)
+        _C.enable_sim(pm.capacity or min(psutil.virtual_memory().total, _C.SIM_MAX_CAPACITY), pm.fit, error)
         return
     kind = memkind.pmem_kind(pm.directory, pm.capacity) if pm.kind == "memkind" else memkind.kmem_kind()
-    _C.enable_memkind(kind.kind, kind.posix_memalign, kind.free, kind.destroy_kind, kind.name, error)
+    _C.enable_memkind(kind.kind, kind.posix_memalign, kind.free, kind.destroy_kind, kind.malloc_usable_size,
+                      kind.name, error)
 
 
 def deactivate() -> None:
@@ -118,8 +119,23 @@ def tier_of(tensor: torch.Tensor) -> str | None:
 
 
 def stats() -> dict[str, dict[str, int]]:
-    """Per tier: live and peak bytes, allocations, fallbacks (pm full, served by DRAM), failures;
-    for dram also the bytes of freed blocks it keeps for reuse (`cached_bytes`)."""
+    """Per tier, for every block torch-tier allocated:
+
+    live_bytes, peak_bytes: what the tier's live blocks occupy, each block
+        counted as its backend holds it: the request rounded up to the
+        backend's granularity (sim arena: 256-byte cells, so the pm tier's
+        live_bytes is the arena's capacity minus its free bytes; memkind: the
+        size class jemalloc gives it; DRAM and planned slots: 64 bytes). The
+        peak is exact when one thread allocates at a time; threads allocating
+        at once may each miss the others' blocks still in flight.
+    allocations: blocks allocated so far.
+    fallbacks (pm): allocations pm could not hold, served by DRAM instead.
+    failures (pm): allocations pm could not hold that raised (on_full="error").
+    dram also: cached_bytes, the freed large blocks kept for reuse (DRAM the
+        tier holds beyond live_bytes), at most cache_capacity (1/16 of this
+        machine's memory, at most 1 GiB, unless set; least recently freed
+        evicted first), cache_hits and cache_evictions.
+    """
     return {name: _C.stats(index) for index, name in enumerate(TIER_NAMES)}
 
 
