@@ -1,6 +1,7 @@
 """enable(): placement of weights and activations, bit-identical results, sessions."""
 
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -240,3 +241,22 @@ def test_memkind_missing_directory_is_clear():
     with pytest.raises(memkind.MemkindUnavailable, match="does not exist"):
         tt.enable(tt.Policy.uniform(torch.nn.Linear(2, 2)), torch.nn.Linear(2, 2), pm="memkind:/no/such/dir")
     assert not _C.enabled()
+
+
+@needs_memkind
+def test_memkind_forwards_reuse_their_pages(one_thread):
+    """memkind's jemalloc gave freed extents back to the file (MADV_REMOVE) as they aged: a
+    ResNet-50 forward at 112 px faulted 4,400 pages in again every time, on the same memory
+    that DRAM serves with none. With decay off the kind keeps them."""
+    from torch_tier import zoo
+
+    work = zoo.build("resnet50", image_size=112)
+    model, inputs = work.model, work.inputs
+    with torch.no_grad(), tt.enable(tt.Policy.uniform(model, "pm", "pm"), model, pm="memkind:/dev/shm"):
+        for _ in range(3):
+            model(*inputs)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(3):
+            model(*inputs)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
+    assert faults < 100, f"{faults} page faults per forward on memkind"
