@@ -44,13 +44,40 @@ def _pop_tier(owner: object = None) -> None:
         _C.set_tier(stack.pop()[1])
 
 
-def _in_tier(tensor: torch.Tensor, tier: int) -> torch.Tensor:
-    """A copy of `tensor` allocated in `tier` (index)."""
-    _push_tier(tier)
+def _storage_in_tier(storage: torch.UntypedStorage, tier: int | None) -> torch.UntypedStorage:
+    """A copy of `storage` allocated in `tier` (index), or by the current CPU allocator (None)."""
+    if tier is not None:
+        _push_tier(tier)
     try:
-        return tensor.clone(memory_format=torch.preserve_format)
+        copy = torch.empty(storage.nbytes(), dtype=torch.uint8).untyped_storage()  # UntypedStorage(n) bypasses it
     finally:
-        _pop_tier()
+        if tier is not None:
+            _pop_tier()
+    return copy.copy_(storage)
+
+
+def _repoint(tensors: list[torch.Tensor], storage: torch.UntypedStorage) -> None:
+    """Point each tensor (same offset, sizes and strides) into `storage`.
+
+    set_ under no_grad: the tensors stay the same objects (Parameters too), views of one buffer
+    keep sharing it and their version counter, and the counter is bumped, so autograd notices
+    the change instead of silently reading new memory.
+    """
+    with torch.no_grad():
+        for tensor in tensors:
+            tensor.set_(storage, tensor.storage_offset(), tensor.size(), tensor.stride())
+
+
+def _by_storage(tensors: "list[tuple[torch.Tensor, int | None]]") -> "dict[int, tuple[int | None, list[torch.Tensor]]]":
+    """Tensors grouped by the storage they view (StorageImpl identity), each group with the
+    tier of its first tensor: a storage shared by several owners goes where its first owner's goes."""
+    groups: dict[int, tuple[int | None, list[torch.Tensor]]] = {}
+    for tensor, tier in tensors:
+        if tensor.device.type != "cpu" or tensor.untyped_storage().nbytes() == 0:
+            continue
+        key = tensor.untyped_storage()._cdata
+        groups.setdefault(key, (tier, []))[1].append(tensor)
+    return groups
 
 
 class Session:
@@ -73,7 +100,7 @@ class Session:
         if pm.kind == "sim":
             device = devices.device_model(pm.profile) or cost_model.cost_model(pm.profile).call_extra
         self._meter = Meter(device, recorder) if device is not None or recorder is not None else None
-        self._moved: list[torch.Tensor] = []
+        self._moved: dict[int, torch.Tensor] = {}  # id -> each parameter and buffer whose storage was moved
         self._hooks: list[Any] = []
         self._closed = False
         placements = policy.resolve(model)
@@ -92,11 +119,19 @@ class Session:
             raise
 
     def _place_weights(self, placements: dict[str, Placement]) -> None:
-        for path, tensors in owned_tensors(self.model).items():
-            tier = tiers.TIER_NAMES.index(placements[path].weight)
+        """Move each storage under the model's parameters and buffers into its weight tier, once.
+
+        Tensors sharing a storage (tied weights, Parameters that are views of one buffer, as
+        fused-QKV layouts make) are re-pointed into the one copy, so they stay one storage. A
+        storage already in its tier stays where it is: placing again moves only what changed.
+        """
+        owned = [(tensor, tiers.TIER_NAMES.index(placements[path].weight))
+                 for path, tensors in owned_tensors(self.model).items() for tensor in tensors]
+        for tier, tensors in _by_storage(owned).values():
+            if _C.tier_of(tensors[0]) != tier:
+                _repoint(tensors, _storage_in_tier(tensors[0].untyped_storage(), tier))
             for tensor in tensors:
-                tensor.data = _in_tier(tensor.data, tier)
-                self._moved.append(tensor)
+                self._moved[id(tensor)] = tensor
 
     def _hook_activations(self, placements: dict[str, Placement]) -> None:
         """Hook the root and every module whose activation tier differs from its parent's.
@@ -155,8 +190,9 @@ class Session:
             handle.remove()
         tiers.deactivate()
         _C.set_tier(tiers.DRAM)
-        for tensor in self._moved:
-            tensor.data = tensor.data.clone(memory_format=torch.preserve_format)
+        for _, tensors in _by_storage([(t, None) for t in self._moved.values()]).values():
+            if _C.tier_of(tensors[0]) >= 0:  # each storage once, back to ordinary memory
+                _repoint(tensors, _storage_in_tier(tensors[0].untyped_storage(), None))
         self._moved.clear()
         with _active_lock:
             if _active is self:
