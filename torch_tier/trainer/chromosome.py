@@ -5,7 +5,7 @@ logits (DRAM, PM) and a temperature; a placement is sampled item by item from
 softmax(prior / temperature). Cheap to sample and to recombine, they are the
 bulk of the population (CERL, and MARL section 4.2.2).
 
-Operators, as MARL's code meant them (DESIGN.md lists what it got wrong):
+Operators, as MARL's code meant them (docs/design-notes.md lists what it got wrong):
 - crossover takes each node's genes (both heads' priors and temperatures)
   from either parent with equal odds, so children really mix their parents;
 - mutation scales a random subset of prior logits by N(1, 0.1) and of
