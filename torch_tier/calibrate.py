@@ -52,7 +52,8 @@ import torch
 from . import baselines, devices
 from .cost_model import OVERLAP, CostModel, GraphCosts, cost_model, graph_costs
 from .graph import Stream, TierGraph
-from .policy import Placement, Policy
+from .placement import PlacementSpace
+from .tiers import DRAM, PM
 
 SCALES = ("read", "write", "random")  # the device scale factors, in parameter order
 NOISE = 0.02  # relative standard deviation of one timed latency, when the caller does not say
@@ -498,16 +499,15 @@ def probe_placements(graph: TierGraph, budget: int | float | str, count: int, de
     placements (the region a search cares about), and coin-flip placements
     (baselines.interleave) that vary every decision independently.
     """
-    n = len(graph.nodes)
-    weights_only = np.zeros((n, 2), dtype=np.int8)
-    weights_only[:, 0] = 1
+    space = PlacementSpace(graph)
+    weights_only = space.clean(np.array([[PM, DRAM]] * len(graph.nodes)))
     structured: dict[str, Callable[[], np.ndarray]] = {
-        "all-dram": lambda: np.zeros((n, 2), dtype=np.int8),
-        "all-pm": lambda: np.ones((n, 2), dtype=np.int8),
+        "all-dram": lambda: space.all_in(DRAM),
+        "all-pm": lambda: space.all_in(PM),
         "weights-pm": lambda: weights_only,
-        "activations-pm": lambda: 1 - weights_only,
-        "optimal": lambda: as_array(graph, baselines.optimal(graph, budget, device)),
-        "greedy": lambda: as_array(graph, baselines.greedy(graph, budget, device)),
+        "activations-pm": lambda: space.all_in(PM) - weights_only,
+        "optimal": lambda: space.encode(baselines.optimal(graph, budget, device)),
+        "greedy": lambda: space.encode(baselines.greedy(graph, budget, device)),
     }
     found = {name: make() for name, make in list(structured.items())[:count]}
     for i in range(count - len(found)):
@@ -517,19 +517,7 @@ def probe_placements(graph: TierGraph, budget: int | float | str, count: int, de
 
 def random_placement(graph: TierGraph, budget: int | float | str, seed: int) -> np.ndarray:
     """A coin-flip placement within the budget (baselines.interleave with `seed`) as a (nodes, 2) array."""
-    return as_array(graph, baselines.interleave(graph, budget, seed=seed))
-
-
-def as_array(graph: TierGraph, policy: Policy) -> np.ndarray:
-    """`policy` over `graph`'s nodes as a (nodes, 2) 0/1 array (DRAM/PM; weights, activations)."""
-    places = [policy.placement_of(node.path) for node in graph.nodes]
-    return np.array([[p.weight == "pm", p.activation == "pm"] for p in places], dtype=np.int8).reshape(-1, 2)
-
-
-def as_policy(graph: TierGraph, placement: np.ndarray) -> Policy:
-    """A (nodes, 2) 0/1 array as a policy over `graph`'s nodes."""
-    tier = ("dram", "pm")
-    return graph.policy([Placement(tier[int(w)], tier[int(a)]) for w, a in np.asarray(placement)])
+    return PlacementSpace(graph).encode(baselines.interleave(graph, budget, seed=seed))
 
 
 def time_placements(model: torch.nn.Module, inputs: Any, graph: TierGraph, placements: dict[str, np.ndarray],
@@ -540,7 +528,8 @@ def time_placements(model: torch.nn.Module, inputs: Any, graph: TierGraph, place
 
     samples: dict[str, list[float]] = {name: [] for name in placements}
     rounds = max(1, min(rounds, repeats))
-    policies = {name: as_policy(graph, p) for name, p in placements.items()}
+    space = PlacementSpace(graph)
+    policies = {name: space.policy(p) for name, p in placements.items()}
     for r in range(rounds):
         for name, policy in policies.items():
             runs = len(range(r, repeats, rounds))
