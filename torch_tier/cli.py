@@ -20,7 +20,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("plan", "torch_tier.planner", "plan buffer offsets in one arena (MiniMalloc's problem)"),
     ("profile", "torch_tier.report", "capture a model's placement graph and show what each node costs"),
     ("baselines", "torch_tier.report", "compare the baseline placements under a DRAM budget, predicted and measured"),
-    ("calibrate", "torch_tier.calibrate", "fit a device profile and per-node corrections to timed runs of a model"),
+    ("calibrate", "torch_tier.calibrate", "fit a device profile (and per-node corrections) to timed runs of a model"),
     ("trace", "torch_tier.trace", "record a model's allocation trace"),
     ("fit", "torch_tier.fit.cli", "learned fit policies for a fixed-capacity arena"),
     ("train", "torch_tier.trainer.cli", "search a placement policy by evolutionary RL"),
