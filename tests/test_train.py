@@ -18,7 +18,8 @@ from torch_tier import baselines, capture, predict, zoo
 from torch_tier.placement import PlacementSpace
 from torch_tier.trainer import train
 from torch_tier.trainer.budget import Budget
-from torch_tier.trainer.chromosome import MAX_TEMPERATURE, MIN_TEMPERATURE, Chromosome
+from torch_tier.trainer.chromosome import Chromosome
+from torch_tier.trainer.config import TrainConfig
 from torch_tier.trainer.workers import PROTOCOL, Job, Worker, WorkerPool, decode, encode
 
 from conftest import small_cnn
@@ -69,19 +70,20 @@ def test_crossover_mixes_both_parents_node_by_node():
 
 def test_mutation_scales_priors_and_keeps_temperatures_in_range():
     rng = np.random.default_rng(0)
-    parent = Chromosome(np.ones((500, 2, 2)), np.full((500, 2), MIN_TEMPERATURE))
-    child = parent.mutate(rng)
+    config = TrainConfig(super_mutation=0.0, reset_mutation=0.0)  # the nudge alone (test_racing: the rest)
+    parent = Chromosome(np.ones((500, 2, 2)), np.full((500, 2), config.min_temperature))
+    child = parent.mutate(rng, config)
     changed = child.prior != 1.0
     assert 0.05 < changed.mean() < 0.15
     assert abs(child.prior[changed].mean() - 1.0) < 0.05
-    assert ((child.temperature >= MIN_TEMPERATURE) & (child.temperature <= MAX_TEMPERATURE)).all()
-    hot = Chromosome(np.ones((500, 2, 2)), np.full((500, 2), MAX_TEMPERATURE * 2)).mutate(rng)
-    assert hot.temperature.max() <= MAX_TEMPERATURE
+    assert ((child.temperature >= config.min_temperature) & (child.temperature <= config.max_temperature)).all()
+    hot = Chromosome(np.ones((500, 2, 2)), np.full((500, 2), config.max_temperature * 2)).mutate(rng, config)
+    assert hot.temperature.max() <= config.max_temperature
 
 
 def test_seeded_chromosome_samples_its_placement():
     placement = np.random.default_rng(0).integers(0, 2, (30, 2)).astype(np.int8)
-    sampled, _ = Chromosome.of_placement(placement).sample(np.random.default_rng(1))
+    sampled, _ = Chromosome.of_placement(placement, TrainConfig()).sample(np.random.default_rng(1))
     assert (sampled == placement).all()
 
 
@@ -208,9 +210,9 @@ def test_pool_rejects_mismatched_worker_with_a_logged_reason(caplog):
         peer.setsockopt(zmq.LINGER, 0)
         peer.connect(pool.address)
         with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
-            peer.send_multipart([b'{"protocol": 2, "type": "hello", "pid": 1, "host": "h"}'])
+            peer.send_multipart([b'{"protocol": 1, "type": "hello", "pid": 1, "host": "h"}'])
             pool.poll(0.5)
-            assert "protocol version 2" in caplog.text and not pool.workers
+            assert "protocol version 1" in caplog.text and not pool.workers
             peer.send_multipart(encode("hello", pid=1, host="elsewhere"))
             pool.poll(0.5)
             header, payload = decode(peer.recv_multipart())
@@ -239,7 +241,7 @@ def test_worker_rejects_a_task_for_another_model(caplog):
         _, *frames = trainer.recv_multipart()
         assert decode(frames)[0] == {"protocol": PROTOCOL, "type": "ready", "fingerprint": job.fingerprint}
         trainer.send_multipart([identity, *encode("evaluate", id=7, fingerprint="sha256:other",
-                                                  placement=[[0, 0]] * len(job.nodes), repeats=1)])
+                                                  placements=[[[0, 0]] * len(job.nodes)], repeats=1)])
         _, *frames = trainer.recv_multipart()
         header, _ = decode(frames)
         assert header["type"] == "rejected" and header["id"] == 7 and "sha256:other" in header["reason"]
@@ -299,7 +301,7 @@ def test_training_goes_on_when_one_of_two_loopback_workers_is_killed(tiny, caplo
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
         result = train(model, inputs, fitness="measured", workers=2, evaluations=60, population=8, repeats=2,
-                       max_repeats=4, progress=kill_one_worker_mid_generation, graph=graph)
+                       progress=kill_one_worker_mid_generation, graph=graph)
     assert killed and "its process exited" in caplog.text
     assert 60 - 8 < result.history[-1].evaluations <= 60
     assert graph.footprint(result.policy)["dram"] <= baselines.dram_budget(graph, "25%")
@@ -318,7 +320,7 @@ def test_comparison_is_timed_on_the_remote_workers_that_trained(tiny):
     thread = threading.Thread(target=worker.serve, daemon=True)
     thread.start()
     result = train(model, inputs, fitness="measured", workers=f"tcp://127.0.0.1:{port}", evaluations=16,
-                   population=8, repeats=1, max_repeats=2, progress=False, graph=graph, compare_rounds=1)
+                   population=8, repeats=1, progress=False, graph=graph, compare_rounds=1)
     thread.join(10)
     worker.close()
     rows = {row.name: row for row in result.comparison}

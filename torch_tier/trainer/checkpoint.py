@@ -1,6 +1,6 @@
 """Checkpoints: a training run's whole state in one file, written atomically every generation.
 
-The file holds the settings, the captured graph (so a resumed run predicts
+The file holds the settings (TrainConfig among them), the captured graph (so a resumed run predicts
 with exactly the same numbers instead of re-timing the model) and the
 search: population, learner networks and optimisers, replay buffer, scores,
 random generator state, history. Written with torch.save to a temporary file
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 FORMAT = "torch-tier-train-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:

@@ -1,12 +1,29 @@
 """train(): find the fastest placement of a model under a DRAM budget by evolutionary RL.
 
-ERL as in MARL (seed paper 001, section 4): a population of Boltzmann
-chromosomes and GNN actors proposes placements; each is repaired to the
-budget (budget.py), timed or predicted (fitness.py) and stored in the replay
-buffer; the population evolves (population.py); a soft actor-critic learner
-(sac.py) trains on the replay and its actor migrates into the population.
-The result is the fastest placement ever evaluated (for measured fitness:
-among those timed `max_repeats` times or more), as a Policy.
+ERL as in MARL (seed paper 001, section 4), made honest under timing noise.
+One generation (Search.step), top to bottom:
+1. propose: every member of the population (population.py: Boltzmann
+   chromosomes sample, GNN actors take their argmax) proposes a placement,
+   repaired to the budget (budget.py);
+2. evaluate: each placement never scored before is timed once (measured) or
+   predicted (model) (fitness.py); a cache hit is free, and the budget may
+   cut the last generation short;
+3. race: placements scored below the incumbent race it, best first, in
+   paired runs (racing.py); only a significant win replaces it, so the best
+   so far, a chain of paired estimates, never rises;
+4. learn: the scored placements join the replay buffer, and the soft
+   actor-critic learner (sac.py) takes `learner_updates` gradient steps;
+5. evolve: elites, tournament, crossover, mutation (population.py); or,
+   learner only, every member becomes a sampler of the learner's actor;
+6. migrate: the learner's actor and the model-based member take the last
+   slots. The model-based member is the exact optimum (baselines.optimal)
+   of the cost model fitted to every placement scored so far
+   (calibrate.fit): what the measurements say the device is, searched
+   exactly, then judged by racing like any other candidate.
+Every hyperparameter is a field of TrainConfig (config.py); its switches
+evolution, learner and model_member turn the three sources of candidates on
+and off for ablations. The result is the incumbent, as a Policy, with its
+paired latency estimate.
 """
 
 from __future__ import annotations
@@ -16,29 +33,32 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 import torch
 
-from .. import baselines, comparison, devices
+from .. import baselines, calibrate, comparison, devices
 from ..graph import TierGraph
 from ..graph_capture import capture
 from ..policy import Policy, fingerprint
-from ..cost_model import predict
+from ..cost_model import graph_costs, predict
 from ..placement import HEADS, PlacementSpace
 from ..tiers import parse_pm
 from . import checkpoint as checkpoints
+from . import racing
 from .budget import Budget
-from .fitness import MeasuredFitness, ModelFitness, Scores, measured
+from .chromosome import Chromosome
+from .config import TrainConfig
+from .fitness import Fitness, MeasuredFitness, ModelFitness, Scores, measured
 from .gnn import Neighbours, node_features
-from .population import Population
+from .population import Genome, Population
+from .racing import Champion
 from .sac import Learner, ReplayBuffer
 
-FOUND_BY = "torch-tier train (ERL: Boltzmann population + GNN soft actor-critic)"
-EVALUATIONS_PER_UPDATE = 4  # learner steps per generation: one per this many new evaluations
+FOUND_BY = "torch-tier train (ERL: Boltzmann population + GNN soft actor-critic + fitted-model member, raced)"
 SEED_BASELINES = ("all-pm", "first-touch", "interleave", "greedy")  # never 'optimal': it is the yardstick
 
 
@@ -47,15 +67,10 @@ class Settings:
     """What decides the course of a run; a checkpoint keeps them."""
 
     budget: int  # bytes of DRAM
-    pm: str
-    device: str  # the cost model's device profile
+    pm: str  # the slow tier that runs
+    device: str  # the profile the model-based parts assume: seeds, model fitness, the model member's prior
     fitness: str  # "model" or "measured"
-    population: int
-    seed: int
-    seed_baselines: bool
-    repeats: int
-    max_repeats: int
-    warmup: int
+    config: TrainConfig
 
 
 @dataclass(frozen=True)
@@ -63,8 +78,8 @@ class Generation:
     """One generation's outcome: latencies in seconds, totals so far."""
 
     index: int
-    best: float  # the best latency found so far (measured: its median over all its runs so far)
-    median: float  # median latency of this generation's placements
+    best: float  # the incumbent's latency, a paired estimate (racing.py): it never rises
+    median: float  # median score of this generation's placements
     evaluations: int
     wall_time: float
 
@@ -94,7 +109,7 @@ class TrainResult:
         evaluations = [g.evaluations for g in self.history]
         axes.plot(evaluations, [g.median * 1e3 for g in self.history], color="0.6", label="generation median")
         measured = self.policy.metadata["fitness"] == "measured"
-        label = "best so far" + (" (median of all its runs: re-timing can raise it)" if measured else "")
+        label = "best so far" + (" (paired estimates)" if measured else "")
         axes.plot(evaluations, [g.best * 1e3 for g in self.history], color="C0", label=label)
         for i, (name, seconds) in enumerate((references or {}).items()):
             axes.axhline(seconds * 1e3, color=f"C{i + 1}", linestyle="--", linewidth=1, label=name)
@@ -112,79 +127,156 @@ class Search:
     def __init__(self, graph: TierGraph, settings: Settings):
         self.graph = graph
         self.settings = settings
+        self.config = c = settings.config
         self.space = PlacementSpace(graph)
         self.budget = Budget(self.space, settings.budget)
+        self.assumed = graph_costs(graph, settings.device)  # the model member's fit starts from it
         costs = baselines.item_costs(graph, settings.device)
         costs = np.array([[costs[(i, head)] for head in HEADS] for i in range(self.space.nodes)])
         self.learner = Learner(node_features(graph, self.budget, costs), Neighbours.of(graph), self.space.mask,
-                               self.budget, settings.seed)
-        self.rng = np.random.default_rng(settings.seed)
+                               self.budget, c)
+        self.rng = np.random.default_rng(c.seed)
         seeds = [self.space.encode(baselines.BASELINES[name](graph, settings.budget, settings.device))
-                 for name in SEED_BASELINES] if settings.seed_baselines else []
-        self.population = Population.initial(settings.population, self.space.nodes, seeds, self.rng,
-                                             self.learner.logits_of)
+                 for name in SEED_BASELINES] if c.seed_baselines else []
+        self.population = Population.initial(c, self.space.nodes, seeds, self.rng, self.learner.logits_of)
         self.replay = ReplayBuffer(self.space.nodes)
         self.scores = Scores()
+        self.champion: Champion[np.ndarray] | None = None  # the incumbent: generation 0's first placement at first
+        self.raced: set[bytes] = set()  # placements that raced: an incumbent only gets faster, so never again
         self.reference: float | None = None  # latency that rewards are relative to: generation 0's median
         self.evaluations = 0
+        self.idle = 0  # generations in a row that evaluated nothing new
+        self.fitted = 0  # placements scored when the model member was last fitted
         self.history: list[Generation] = []
 
-    def step(self, fitness: ModelFitness | MeasuredFitness, spare: int) -> Generation:
-        """Propose, repair, evaluate (with at most `spare` evaluations beyond the proposals),
-        evolve, learn, migrate."""
+    def done(self) -> bool:
+        """The evaluation budget is spent, or the population has stopped proposing anything new."""
+        return self.evaluations >= self.config.evaluations or self.idle >= self.config.patience
+
+    def run(self, fitness: Fitness, after: Callable[[Generation], None] = lambda generation: None) -> None:
+        """Generations until done; `after` is called with each (to checkpoint, to report)."""
+        while not self.done():
+            after(self.step(fitness))
+
+    def step(self, fitness: Fitness) -> Generation:
+        """One generation: propose, evaluate, race, learn, evolve, migrate (see the module doc)."""
         with _one_thread():
-            return self._step(fitness, spare)
+            start = time.perf_counter()
+            c = self.config
+            # 1. propose: every member's placement, repaired to the budget
+            placements = [self.budget.repair(p, dram_preference) for p, dram_preference in
+                          self.population.propose(self.rng)]
+            # 2. evaluate what was never scored (the budget may leave some of the last generation unscored)
+            used = fitness.evaluate(placements, self.scores, c.evaluations - self.evaluations)
+            self.evaluations += used
+            scored = [p for p in placements if p in self.scores]
+            latencies = [self.scores.score(p) for p in scored]
+            if self.champion is None:
+                self.champion = Champion(scored[0], latencies[0])
+                self.reference = statistics.median(latencies)
+            # 3. race the placements that look faster than the incumbent
+            races = self._race(fitness, scored)
+            self.idle = 0 if used or races else self.idle + 1
+            # 4.-6. learn, evolve, migrate; not after a generation cut short: its unscored members have no rank
+            if len(scored) == len(placements):
+                self._next_generation(scored, latencies)
+            elapsed = time.perf_counter() - start + (self.history[-1].wall_time if self.history else 0.0)
+            self.history.append(Generation(len(self.history), self.champion.latency, statistics.median(latencies),
+                                           self.evaluations, elapsed))
+            return self.history[-1]
 
-    def _step(self, fitness: ModelFitness | MeasuredFitness, spare: int) -> Generation:
-        start = time.perf_counter()
-        placements = [self.budget.repair(p, dram_preference) for p, dram_preference in
-                      self.population.propose(self.rng)]
-        self.evaluations += fitness.evaluate(placements, self.scores, spare)
-        latencies = [self.scores.score(p) for p in placements]
-        for placement, latency in zip(placements, latencies):
-            self.replay.add(placement, latency)
-        if self.reference is None:
-            self.reference = statistics.median(latencies)
-        self.population.evolve(latencies, self.rng)
-        self.learner.update(self.replay, self.reference, -(-len(placements) // EVALUATIONS_PER_UPDATE), self.rng)
-        self.population.migrate(self.learner.actor)
-        elapsed = time.perf_counter() - start + (self.history[-1].wall_time if self.history else 0.0)
-        self.history.append(Generation(len(self.history), self.scores.best(fitness.min_samples)[1],
-                                       statistics.median(latencies), self.evaluations, elapsed))
-        return self.history[-1]
+    def _race(self, fitness: Fitness, placements: list[np.ndarray]) -> int:
+        """Race the placements scored below the incumbent, best first, at most `races` of them and
+        none twice, within the evaluations left; returns how many raced."""
+        c = self.config
+        contenders = {PlacementSpace.key(p): p for p in placements}
+        ran = 0
+        for key, candidate in sorted(contenders.items(), key=lambda kv: self.scores.score(kv[1])):
+            incumbent = self.champion.placement
+            if ran == c.races or self.scores.score(candidate) >= self.scores.score(incumbent):
+                break
+            if key in self.raced or key == PlacementSpace.key(incumbent):
+                continue
+            left = c.evaluations - self.evaluations
+            most = min(c.max_repeats, left // fitness.pair_cost) if fitness.pair_cost else c.max_repeats
+            if most < c.min_pairs:
+                break
+            verdict = self.champion.challenge(
+                candidate, lambda n: fitness.pairs(incumbent, candidate, n, self.scores),
+                racing.looks(c.min_pairs, most), c.race_confidence)
+            self.evaluations += verdict.pairs * fitness.pair_cost
+            self.raced.add(key)
+            ran += 1
+        return ran
 
-    def result(self, min_samples: int, interrupted: bool) -> TrainResult:
-        """The best placement so far as a policy; never over the budget."""
-        placement, latency = self.scores.best(min_samples)
-        s = self.settings
+    def _next_generation(self, placements: list[np.ndarray], latencies: list[float]) -> None:
+        """Learn from the generation, evolve the population (or, learner only, sample the learner's
+        actor), and migrate in the learner's actor and the model-based member."""
+        c = self.config
+        if c.learner:
+            for placement, latency in zip(placements, latencies):
+                self.replay.add(placement, latency)
+            self.learner.update(self.replay, self.reference, self.rng)
+        if c.evolution:
+            self.population.evolve(latencies, self.rng)
+        else:
+            self.population.sample_of(self.learner.actor)
+        newcomers: list[Genome] = [self.learner.actor] if c.learner else []
+        member = self._model_member() if c.model_member else None
+        self.population.migrate(newcomers + ([member] if member is not None else []))
+
+    def _model_member(self) -> Chromosome | None:
+        """The exact optimum, within the budget, of the cost model fitted to the placements scored
+        so far, as a chromosome; None unless `model_member_every` more have been since the last fit."""
+        c = self.config
+        placements, seconds = self.scores.timed()
+        if len(seconds) < self.fitted + c.model_member_every:
+            return None
+        self.fitted = len(seconds)
+        recent = slice(-c.model_member_samples, None)
+        fitted = calibrate.fit(self.graph, placements[recent], seconds[recent], self.settings.device,
+                               assumed=self.assumed)
+        optimum = baselines.optimal(self.graph, self.settings.budget, self.settings.device, costs=fitted.costs)
+        return Chromosome.of_placement(self.space.encode(optimum), self.config)
+
+    def result(self, interrupted: bool) -> TrainResult:
+        """The incumbent as a policy, with its paired latency estimate; never over the budget."""
+        s, placement = self.settings, self.champion.placement
         policy = self.space.policy(placement)
         dram = self.graph.footprint(policy)["dram"]
         if dram > s.budget:
             raise RuntimeError(f"internal error: the best placement holds {dram} bytes of DRAM, "
                                f"over the budget of {s.budget}")
         policy.metadata = {
-            "found_by": FOUND_BY, "fitness": s.fitness, "latency": latency,
+            "found_by": FOUND_BY, "fitness": s.fitness, "latency": self.champion.latency,
             "predicted_latency": predict(self.graph, policy, s.device), "dram_budget": s.budget,
             "dram_bytes": dram, "pm": s.pm, "device": s.device, "evaluations": self.evaluations,
-            "generations": len(self.history), "population": s.population, "seed": s.seed,
-            "seeded_from_baselines": s.seed_baselines, "samples": len(self.scores.samples[self.space.key(placement)]),
+            "generations": len(self.history), "population": s.config.population, "seed": s.config.seed,
+            "seeded_from_baselines": s.config.seed_baselines,
+            "samples": len(self.scores.samples[PlacementSpace.key(placement)]), "config": asdict(s.config),
         }
         return TrainResult(policy, list(self.history), self.graph, interrupted)
 
     def state_dict(self) -> dict[str, Any]:
         return {"population": self.population.state_dict(), "learner": self.learner.state_dict(),
                 "replay": self.replay.state_dict(), "scores": self.scores.state_dict(),
+                "champion": asdict(self.champion), "raced": sorted(self.raced),
                 "rng": self.rng.bit_generator.state, "reference": self.reference,
-                "evaluations": self.evaluations, "history": [asdict(g) for g in self.history]}
+                "evaluations": self.evaluations, "idle": self.idle, "fitted": self.fitted,
+                "history": [asdict(g) for g in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.population.load_state_dict(state["population"], self.learner.new_actor)
         self.learner.load_state_dict(state["learner"])
         self.replay.load_state_dict(state["replay"])
         self.scores.load_state_dict(state["scores"])
+        self.champion = Champion(**state["champion"])
+        self.raced = set(state["raced"])
         self.rng.bit_generator.state = state["rng"]
         self.reference = state["reference"]
         self.evaluations = state["evaluations"]
+        self.idle = state["idle"]
+        self.fitted = state["fitted"]
         self.history = [Generation(**g) for g in state["history"]]
 
 
@@ -209,20 +301,21 @@ def train(
     dram_budget: baselines.BudgetSpec = "25%",
     pm: str = "sim:optane-100",
     fitness: str = "model",
-    evaluations: int = 2000,
-    population: int = 20,
-    seed: int = 0,
+    evaluations: int | None = None,
+    population: int | None = None,
+    seed: int | None = None,
     workers: int | str = 1,
     checkpoint: str | Path | None = None,
     resume: bool = False,
-    seed_baselines: bool = True,
+    seed_baselines: bool | None = None,
     progress: Progress = True,
     graph: TierGraph | None = None,
-    repeats: int = 3,
-    max_repeats: int = 9,
-    warmup: int = 1,
+    repeats: int | None = None,
+    max_repeats: int | None = None,
+    warmup: int | None = None,
     compare_rounds: int = 0,
     device: str | None = None,
+    config: TrainConfig | None = None,
 ) -> TrainResult:
     """Search placements of `model` under `dram_budget` and return the fastest found.
 
@@ -232,29 +325,33 @@ def train(
         model fitness, predictions in tables), apart from `pm`, which is what runs. Default:
         the sim's profile when `pm` names one, else optane-100 (e.g. for a device model).
     fitness: 'model' (the cost model's prediction) or 'measured' (timed inference in workers).
-    evaluations: the evaluation budget: a generation starts only if its population's
-        proposals fit in what is left; re-timing and top-ups (measured) use the rest.
+    config: every hyperparameter (TrainConfig, whose fields say what they do); default TrainConfig().
+    evaluations, population, seed, seed_baselines, repeats, max_repeats, warmup: when given,
+        override the config's fields of those names. evaluations: timed runs (measured) or
+        predictions (model); a placement already scored is free, and the last generation may
+        be cut short to end the run on exactly that many.
     workers: measured fitness only: a number of local worker processes, or an address
         ('tcp://0.0.0.0:5555') to bind and wait for `torch-tier worker --connect` workers.
     checkpoint: written after every generation; with resume=True, read first and continued
-        (its settings win over the arguments; a model-fitness run resumed ends as an
-        uninterrupted one would).
-    seed_baselines: start the population from all-pm, first-touch, interleave and greedy.
+        (its settings and config win over the arguments; a model-fitness run resumed ends as
+        an uninterrupted one would).
     progress: a progress bar on stderr, or a function called with each Generation.
     graph: a captured graph of `model` to reuse (default: capture it now).
-    repeats, max_repeats, warmup: measured fitness: runs per first timing, per contender, untimed.
     compare_rounds: if set, the result's `comparison` holds the trained policy beside the
         baselines (torch_tier.comparison), predicted, and with measured fitness also timed in that
-        many side-by-side rounds on the same workers (so remote ones too).
+        many side-by-side rounds on one worker (so a remote one too).
 
     Ctrl-C ends the run: the checkpoint of the last complete generation stands, and the
     best policy so far is returned with `interrupted` set.
     """
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    overrides = {"evaluations": evaluations, "population": population, "seed": seed, "seed_baselines": seed_baselines,
+                 "repeats": repeats, "max_repeats": max_repeats, "warmup": warmup}
+    config = replace(config or TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
     if fitness not in ("model", "measured"):
         raise ValueError(f"fitness must be 'model' or 'measured', got {fitness!r}")
-    if evaluations < population:
-        raise ValueError(f"evaluations ({evaluations}) must be at least the population ({population})")
+    if config.evaluations < config.population:
+        raise ValueError(f"evaluations ({config.evaluations}) must be at least the population ({config.population})")
     if resume:
         if checkpoint is None:
             raise ValueError("resume=True needs the checkpoint to resume from")
@@ -267,22 +364,22 @@ def train(
         graph = graph or capture(model, inputs)
         spec = parse_pm(pm)
         settings = Settings(budget=baselines.dram_budget(graph, dram_budget), pm=str(spec),
-                            device=device or devices.assumed_profile(spec.profile), fitness=fitness, population=population,
-                            seed=seed, seed_baselines=seed_baselines, repeats=repeats, max_repeats=max_repeats,
-                            warmup=warmup)
+                            device=device or devices.assumed_profile(spec.profile), fitness=fitness, config=config)
     search = Search(graph, settings)
     if resume:
         search.load_state_dict(state["search"])
-        _warn_unlike(settings, fitness=fitness, population=population, seed=seed, seed_baselines=seed_baselines)
-    report = ProgressBar(evaluations) if progress is True else (progress or (lambda generation: None))
+        _warn_unlike(settings, fitness, config)
+    report = ProgressBar(settings.config.evaluations) if progress is True else (progress or (lambda generation: None))
+
+    def after(generation: Generation) -> None:
+        if checkpoint is not None:
+            checkpoints.save(checkpoint, {"settings": settings, "graph": graph, "search": search.state_dict()})
+        report(generation)
+
     interrupted = False
     with _fitness(search, model, inputs, workers) as judge:
         try:
-            while search.evaluations + settings.population <= evaluations:
-                generation = search.step(judge, evaluations - search.evaluations - settings.population)
-                if checkpoint is not None:
-                    checkpoints.save(checkpoint, {"settings": settings, "graph": graph, "search": search.state_dict()})
-                report(generation)
+            search.run(judge, after)
         except KeyboardInterrupt:
             if not search.history:
                 raise
@@ -290,7 +387,7 @@ def train(
         finally:
             if isinstance(report, ProgressBar):
                 report.close()
-        result = search.result(judge.min_samples, interrupted)
+        result = search.result(interrupted)
         if compare_rounds and not interrupted:
             named = comparison.placements(graph, settings.budget, settings.device, result.policy)
             timer = judge if isinstance(judge, MeasuredFitness) else None
@@ -305,12 +402,15 @@ def _fitness(search: Search, model: torch.nn.Module, inputs: tuple,
     if s.fitness == "model":
         yield ModelFitness(search.space, s.device)
         return
-    with measured(model, inputs, search.graph, s.pm, workers, s.repeats, s.max_repeats, s.warmup) as judge:
+    with measured(model, inputs, search.graph, s.pm, workers, s.config.repeats, s.config.warmup) as judge:
         yield judge
 
 
-def _warn_unlike(settings: Settings, **requested: Any) -> None:
-    unlike = {k: (v, getattr(settings, k)) for k, v in requested.items() if getattr(settings, k) != v}
+def _warn_unlike(settings: Settings, fitness: str, config: TrainConfig) -> None:
+    """Warn when a resumed run was asked for another fitness or config than its checkpoint's."""
+    unlike = {"fitness": (fitness, settings.fitness)} if fitness != settings.fitness else {}
+    unlike |= {f.name: (getattr(config, f.name), getattr(settings.config, f.name)) for f in fields(config)
+               if getattr(config, f.name) != getattr(settings.config, f.name)}
     if unlike:
         detail = ", ".join(f"{k}={now!r} (checkpoint: {then!r})" for k, (now, then) in unlike.items())
         warnings.warn(f"resuming with the checkpoint's settings, not {detail}", stacklevel=3)

@@ -1,39 +1,42 @@
 """Fitness: the latency of placements, from the cost model or from timed inference.
 
-- ModelFitness: torch_tier.cost_model.predict, thousands per second and
-  deterministic, so each placement is predicted once and then looked up.
-- MeasuredFitness: wall-clock latency from torch_tier.timing() in worker
+- ModelFitness: the cost model's prediction (cost_model.GraphCosts, its
+  terms computed once per run), thousands per second and deterministic.
+- MeasuredFitness: wall-clock latency from torch_tier.measure() in worker
   processes (workers.WorkerPool), which load the model once and reapply each
-  placement. Timing is noisy, so it is noise-aware:
-    * every run has warm-up forwards, and a placement's latency is the
-      median of all the samples it ever got (Scores), never one run;
-    * adaptive repeats: a placement is first timed `repeats` times; if its
-      median is within NOISE_MARGIN spreads of the best so far it is a
-      contender and is topped up to `max_repeats`;
-    * the best HALL_OF_FAME placements are re-timed every generation, so a
-      lucky run does not stay on top: more samples pull it to its median;
-    * only placements with `max_repeats` samples or more can be returned as
-      the best.
-Every timed run of a placement (a measure() call) counts as one evaluation.
+  placement. A timed run is one measure() call of one placement: `warmup`
+  untimed forwards, then `repeats` timed ones.
+
+An evaluation is what a fitness pays for. Measured: a timed run; each new
+placement is timed once and looked up after (Scores), so a cache hit is
+free. Model: a prediction, every proposal one, looked up or not: it costs
+next to nothing either way, and counting it keeps a model-fitness run's
+generations, whose learner updates are its real cost, within the budget.
+
+Neither decides which placement is best: timing is noisy, so that is
+racing's job (racing.py), and both give it pairs of the incumbent and a
+candidate: MeasuredFitness times the two in turn on one worker (two
+evaluations a pair), ModelFitness looks both up (free: they are known). A
+placement's score, the median of every sample it got (first runs and
+racing's), ranks the population and is the learner's reward; it is never
+reported as the best latency.
 """
 
 from __future__ import annotations
 
 import statistics
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 import torch
 
 from ..graph import TierGraph
-from ..timing import Measurement
-from ..cost_model import graph_costs, predict
+from ..cost_model import graph_costs
 from ..placement import PlacementSpace
+from .config import TrainConfig
+from .racing import Pair
 from .workers import Job, WorkerPool
-
-NOISE_MARGIN = 2.0
-HALL_OF_FAME = 3
 
 
 class Scores:
@@ -43,6 +46,9 @@ class Scores:
         self.samples: dict[bytes, list[float]] = {}
         self.placements: dict[bytes, np.ndarray] = {}
 
+    def __contains__(self, placement: np.ndarray) -> bool:
+        return PlacementSpace.key(placement) in self.samples
+
     def add(self, placement: np.ndarray, samples: list[float]) -> None:
         key = PlacementSpace.key(placement)
         self.placements.setdefault(key, placement)
@@ -51,15 +57,19 @@ class Scores:
     def score(self, placement: np.ndarray) -> float:
         return statistics.median(self.samples[PlacementSpace.key(placement)])
 
-    def ranked(self, min_samples: int = 1) -> list[bytes]:
-        """Keys of placements with at least `min_samples` samples, fastest first."""
-        keys = [k for k, s in self.samples.items() if len(s) >= min_samples]
-        return sorted(keys, key=lambda k: statistics.median(self.samples[k]))
+    def unscored(self, placements: list[np.ndarray]) -> list[np.ndarray]:
+        """The distinct placements of `placements` that have no score yet, in order."""
+        new: dict[bytes, np.ndarray] = {}
+        for placement in placements:
+            if placement not in self:
+                new.setdefault(PlacementSpace.key(placement), placement)
+        return list(new.values())
 
-    def best(self, min_samples: int = 1) -> tuple[np.ndarray, float]:
-        """The fastest placement with `min_samples` samples (of any, if none has that many)."""
-        keys = self.ranked(min_samples) or self.ranked()
-        return self.placements[keys[0]], statistics.median(self.samples[keys[0]])
+    def timed(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every scored placement, (k, nodes, 2) int8, and its score, (k,) seconds."""
+        keys = list(self.samples)
+        return (np.array([self.placements[k] for k in keys], dtype=np.int8),
+                np.array([statistics.median(self.samples[k]) for k in keys]))
 
     def state_dict(self) -> dict:
         return {"samples": self.samples, "placements": self.placements}
@@ -68,82 +78,91 @@ class Scores:
         self.samples, self.placements = state["samples"], state["placements"]
 
 
-class ModelFitness:
-    """Predicted latency on the cost model of `device` (its terms computed once per run)."""
+class Fitness(Protocol):
+    """What the search asks of a fitness."""
 
-    min_samples = 1
+    pair_cost: int  # evaluations one racing pair costs
+
+    def evaluate(self, placements: list[np.ndarray], scores: Scores, limit: int) -> int:
+        """Score the placements that have no score yet, within `limit` evaluations (placements
+        beyond it stay unscored); returns the evaluations used."""
+
+    def pairs(self, incumbent: np.ndarray, candidate: np.ndarray, n: int, scores: Scores) -> list[Pair]:
+        """`n` pairs (incumbent seconds, candidate seconds) for a race; their samples join `scores`."""
+
+
+class ModelFitness:
+    """Predicted latency on the cost model of `device`."""
+
+    pair_cost = 0
 
     def __init__(self, space: PlacementSpace, device: str):
         self.space = space
-        self.device = device
         self.costs = graph_costs(space.graph, device)
 
-    def evaluate(self, placements: list[np.ndarray], scores: Scores, spare: int) -> int:
-        """Score each placement (predicted once, looked up after); returns the evaluations used.
-        (`spare`, the evaluations allowed beyond the placements, is for the measured kind.)"""
-        for placement in placements:
-            if PlacementSpace.key(placement) not in scores.samples:
-                scores.add(placement, [self.costs.latency(self.space.clean(placement))])
+    def evaluate(self, placements: list[np.ndarray], scores: Scores, limit: int) -> int:
+        """Predict the first `limit` placements (each one evaluation; the known ones looked up)."""
+        placements = placements[:limit]
+        for placement in scores.unscored(placements):
+            scores.add(placement, [self.costs.latency(self.space.clean(placement))])
         return len(placements)
+
+    def pairs(self, incumbent: np.ndarray, candidate: np.ndarray, n: int, scores: Scores) -> list[Pair]:
+        """The predictions, looked up: deterministic, so every pair is alike and free."""
+        return [(scores.score(incumbent), scores.score(candidate))] * n
 
     def compare(self, placements: dict[str, np.ndarray], rounds: int) -> dict[str, list[float]]:
         """Each named placement's latency (one prediction; `rounds` is for the measured kind)."""
-        return {name: [predict(self.space.graph, self.space.policy(p), self.device)]
-                for name, p in placements.items()}
+        return {name: [self.costs.latency(self.space.clean(p))] for name, p in placements.items()}
 
 
 class MeasuredFitness:
-    """Timed latency from the workers of `pool`, `repeats` runs a time, `max_repeats` for contenders."""
+    """Timed latency from the workers of `pool`: `repeats` timed forwards a run."""
 
-    def __init__(self, pool: WorkerPool, repeats: int = 3, max_repeats: int = 9):
-        if not 1 <= repeats <= max_repeats:
-            raise ValueError(f"need 1 <= repeats <= max_repeats, got {repeats} and {max_repeats}")
+    pair_cost = 2
+
+    def __init__(self, pool: WorkerPool, repeats: int = TrainConfig.repeats):
+        if repeats < 1:
+            raise ValueError(f"need repeats >= 1, got {repeats}")
         self.pool = pool
         self.repeats = repeats
-        self.min_samples = max_repeats
 
-    def evaluate(self, placements: list[np.ndarray], scores: Scores, spare: int) -> int:
-        """Time the placements, then with at most `spare` more evaluations re-time the hall of
-        fame and top up the contenders; returns the evaluations used."""
-        fresh = {PlacementSpace.key(p) for p in placements}
-        hall = [scores.placements[k] for k in scores.ranked(self.min_samples)[:HALL_OF_FAME] if k not in fresh]
-        hall = hall[:spare]
-        batch = placements + hall
-        for placement, samples in zip(batch, self.pool.run([(p, self.repeats) for p in batch])):
+    def evaluate(self, placements: list[np.ndarray], scores: Scores, limit: int) -> int:
+        """Time each new placement once (one evaluation each), the runs spread over the workers."""
+        new = scores.unscored(placements)[:limit]
+        for placement, samples in zip(new, self.pool.run([(p, self.repeats) for p in new])):
             scores.add(placement, samples)
-        contenders = self._contenders(placements, scores)[:spare - len(hall)]
-        top_ups = [(p, self.min_samples - len(scores.samples[PlacementSpace.key(p)])) for p in contenders]
-        for (placement, _), samples in zip(top_ups, self.pool.run(top_ups)):
-            scores.add(placement, samples)
-        return len(batch) + len(top_ups)
+        return len(new)
 
-    def _contenders(self, placements: list[np.ndarray], scores: Scores) -> list[np.ndarray]:
-        """Distinct placements short of min_samples whose median is within the noise of the best."""
-        best = scores.best(self.min_samples)[1]
-        noise = statistics.median(Measurement(tuple(s)).spread for s in scores.samples.values())
-        out: dict[bytes, np.ndarray] = {}
-        for placement in placements:
-            key = PlacementSpace.key(placement)
-            samples = scores.samples[key]
-            if len(samples) < self.min_samples and statistics.median(samples) <= best * (1 + NOISE_MARGIN * noise):
-                out[key] = placement
-        return list(out.values())
+    def pairs(self, incumbent: np.ndarray, candidate: np.ndarray, n: int, scores: Scores) -> list[Pair]:
+        """`n` pairs, each the two timed in turn on one worker (which runs first alternates); a pair
+        is the two runs' medians."""
+        groups = [[incumbent, candidate] if j % 2 == 0 else [candidate, incumbent] for j in range(n)]
+        pairs = []
+        for j, runs in enumerate(self.pool.side_by_side(groups, self.repeats)):
+            incumbent_runs, candidate_runs = runs if j % 2 == 0 else runs[::-1]
+            scores.add(incumbent, incumbent_runs)
+            scores.add(candidate, candidate_runs)
+            pairs.append((statistics.median(incumbent_runs), statistics.median(candidate_runs)))
+        return pairs
 
     def compare(self, placements: dict[str, np.ndarray], rounds: int) -> dict[str, list[float]]:
-        """Time the named placements side by side: `rounds` rounds, each timing every one in turn,
-        so drifts of the machine's speed fall on all of them alike."""
+        """Time the named placements side by side: `rounds` rounds, each timing every one in turn on
+        one worker (the order rotated round by round), so drifts of the machine's speed fall on all
+        of them alike."""
         names = list(placements)
+        orders = [names[r % len(names):] + names[:r % len(names)] for r in range(rounds)]
         samples: dict[str, list[float]] = {name: [] for name in names}
-        for _ in range(rounds):
-            for name, got in zip(names, self.pool.run([(placements[n], self.repeats) for n in names])):
-                samples[name].extend(got)
+        for order, runs in zip(orders, self.pool.side_by_side([[placements[n] for n in o] for o in orders],
+                                                              self.repeats)):
+            for name, got in zip(order, runs):
+                samples[name] += got
         return samples
-
 
 
 @contextmanager
 def measured(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, workers: int | str = 1,
-             repeats: int = 3, max_repeats: int = 9, warmup: int = 1) -> Iterator[MeasuredFitness]:
+             repeats: int = TrainConfig.repeats, warmup: int = TrainConfig.warmup) -> Iterator[MeasuredFitness]:
     """MeasuredFitness over a worker pool for `model`, closed on exit.
 
     `workers`: a number of local worker processes (on a loopback port), or an address
@@ -152,4 +171,4 @@ def measured(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, w
     job = Job.of(model, inputs, graph.model_name, [n.path for n in graph.nodes], pm, warmup)
     address, local = (workers, 0) if isinstance(workers, str) else ("tcp://127.0.0.1:*", workers)
     with WorkerPool(job, address, local=local) as pool:
-        yield MeasuredFitness(pool, repeats, max_repeats)
+        yield MeasuredFitness(pool, repeats)

@@ -1,18 +1,19 @@
 """The evolutionary population: Boltzmann chromosomes and GNN actors, evolved generation by generation.
 
-One generation (MARL's Algorithm 1 with its crossover made to work):
+One generation (MARL's Algorithm 1 with its crossover made to work; rates in TrainConfig):
 - every member proposes a placement: chromosomes sample their priors, GNN
   actors act on the argmax of their logits (population actors are
   deterministic, as in CERL: exploring is the chromosomes' job, and the
   learner's best guess is timed every generation);
-- after evaluation the fittest ELITE_SHARE are kept unchanged;
+- after evaluation the fittest `elite_share` are kept unchanged;
 - every other slot is refilled by a child of a random elite and a parent
-  picked by a tournament of 3: a chromosome taking each node's genes from
+  picked by a tournament: a chromosome taking each node's genes from
   either parent; from a GNN parent, its logits (at temperature 1) become
   the child's prior on those nodes, which is how the learner seeds the
   Boltzmann members;
-- children are mutated (priors and temperatures);
-- the learner's actor migrates in, taking the last slot.
+- children are mutated (chromosome.py: nudges, super-mutations, resets);
+- newcomers migrate in, taking the last slots: the learner's actor, and
+  the model-based member (erl.py).
 """
 
 from __future__ import annotations
@@ -23,28 +24,27 @@ from typing import Callable, Union
 import numpy as np
 
 from .chromosome import Chromosome
+from .config import TrainConfig
 from .gnn import Actor
 
 Genome = Union[Chromosome, Actor]
-ELITE_SHARE = 0.2
-TOURNAMENT = 3
-MUTATION_PROBABILITY = 0.9
 
 
 class Population:
-    """Members and how to read an actor member's logits (`logits_of`)."""
+    """Members, how to read an actor member's logits (`logits_of`), and the evolution's rates."""
 
-    def __init__(self, members: list[Genome], logits_of: Callable[[Actor], np.ndarray]):
+    def __init__(self, members: list[Genome], logits_of: Callable[[Actor], np.ndarray], config: TrainConfig):
         self.members = members
         self.logits_of = logits_of
+        self.config = config
 
     @classmethod
-    def initial(cls, size: int, nodes: int, seeds: list[np.ndarray], rng: np.random.Generator,
+    def initial(cls, config: TrainConfig, nodes: int, seeds: list[np.ndarray], rng: np.random.Generator,
                 logits_of: Callable[[Actor], np.ndarray]) -> "Population":
         """`seeds` (known placements, e.g. baselines) as confident chromosomes, the rest random."""
-        members: list[Genome] = [Chromosome.of_placement(p) for p in seeds[:size]]
-        members += [Chromosome.random(nodes, rng) for _ in range(size - len(members))]
-        return cls(members, logits_of)
+        members: list[Genome] = [Chromosome.of_placement(p, config) for p in seeds[:config.population]]
+        members += [Chromosome.random(nodes, rng) for _ in range(config.population - len(members))]
+        return cls(members, logits_of, config)
 
     def as_chromosome(self, member: Genome) -> Chromosome:
         """The Boltzmann view of a member: an actor's logits at temperature 1."""
@@ -60,13 +60,14 @@ class Population:
 
     def evolve(self, latencies: list[float], rng: np.random.Generator) -> None:
         """Replace the population by elites and mutated children, ranked by `latencies` (lower is fitter)."""
+        c = self.config
         ranked = [self.members[i] for i in np.argsort(latencies, kind="stable")]
-        elites = ranked[:max(1, round(ELITE_SHARE * len(ranked)))]
+        elites = ranked[:max(1, round(c.elite_share * len(ranked)))]
         children = []
         for _ in range(len(ranked) - len(elites)):
-            contenders = rng.integers(0, len(ranked), TOURNAMENT)
+            contenders = rng.integers(0, len(ranked), c.tournament)
             child = self.cross(elites[rng.integers(len(elites))], ranked[contenders.min()], rng)
-            children.append(child.mutate(rng) if rng.random() < MUTATION_PROBABILITY else child)
+            children.append(child.mutate(rng, c) if rng.random() < c.mutation_probability else child)
         self.members = elites + children
 
     def cross(self, elite: Genome, other: Genome, rng: np.random.Generator) -> Chromosome:
@@ -78,10 +79,15 @@ class Population:
         """
         return self.as_chromosome(elite).crossover(self.as_chromosome(other), rng)
 
-    def migrate(self, actor: Actor) -> None:
-        """A copy of the learner's actor takes the last slot, a child's (MARL's "weakest": the
-        children are not ranked until evaluated)."""
-        self.members[-1] = copy.deepcopy(actor)
+    def sample_of(self, actor: Actor) -> None:
+        """Learner only (no evolution): every member samples `actor`'s softmax (its Boltzmann view)."""
+        self.members = [self.as_chromosome(actor)] * self.config.population
+
+    def migrate(self, newcomers: list[Genome]) -> None:
+        """Copies of `newcomers` take the last slots, children's (MARL's "weakest": the children
+        are not ranked until evaluated)."""
+        for slot, member in zip(range(len(self.members) - len(newcomers), len(self.members)), newcomers):
+            self.members[slot] = copy.deepcopy(member)
 
     def state_dict(self) -> list[dict]:
         return [{"prior": m.prior, "temperature": m.temperature} if isinstance(m, Chromosome)

@@ -33,12 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .budget import Budget
+from .config import TrainConfig
 from .gnn import Actor, GraphEncoder, Neighbours, mlp
-
-ENTROPY_TARGET = 0.05  # nats per item (a fair coin is ln 2 = 0.69)
-INITIAL_ALPHA = 0.05  # rewards are percent faster; one item's share of that is often below 1
-BATCH_SIZE = 64
-LEARNING_RATE = 1e-3
 
 
 class ReplayBuffer:
@@ -94,24 +90,25 @@ class Critic(nn.Module):
 
 
 class Learner:
-    """Discrete SAC: an Actor, twin Critics, entropy temperature alpha and budget multiplier lambda."""
+    """Discrete SAC: an Actor, twin Critics, entropy temperature alpha and budget multiplier lambda
+    (widths, rates, batch size and entropy target from `config`)."""
 
     def __init__(self, features: torch.Tensor, neighbours: Neighbours, mask: np.ndarray, budget: Budget,
-                 seed: int, hidden: int = 32):
+                 config: TrainConfig):
         self.x = features
         self.neighbours = neighbours
         self.mask = torch.as_tensor(mask, dtype=torch.float32)
         self.budget = budget
-        self.hidden = hidden
+        self.config = config
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.actor = Actor(features.shape[1], hidden)
-            self.critics = nn.ModuleList(Critic(features.shape[1], hidden) for _ in range(2))
-        self.log_alpha = torch.tensor(float(np.log(INITIAL_ALPHA)), requires_grad=True)
+            torch.manual_seed(config.seed)
+            self.actor = Actor(features.shape[1], config.hidden)
+            self.critics = nn.ModuleList(Critic(features.shape[1], config.hidden) for _ in range(2))
+        self.log_alpha = torch.tensor(float(np.log(config.initial_alpha)), requires_grad=True)
         self.lam = torch.zeros((), requires_grad=True)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=LEARNING_RATE)
-        self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=LEARNING_RATE)
-        self.dual_opt = torch.optim.Adam([self.log_alpha, self.lam], lr=LEARNING_RATE * 10)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate)
+        self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=config.learning_rate)
+        self.dual_opt = torch.optim.Adam([self.log_alpha, self.lam], lr=config.learning_rate * 10)
 
     def logits_of(self, actor: Actor) -> np.ndarray:
         """An actor's logits (nodes, 2 heads, 2 tiers) on this graph."""
@@ -120,12 +117,13 @@ class Learner:
 
     def new_actor(self) -> Actor:
         """An untrained actor of the learner's shape (to load a saved one into)."""
-        return Actor(self.x.shape[1], self.hidden)
+        return Actor(self.x.shape[1], self.config.hidden)
 
-    def update(self, replay: ReplayBuffer, reference: float, steps: int, rng: np.random.Generator) -> None:
-        """`steps` gradient steps on mini-batches of the replay, rewards in percent faster than `reference`."""
-        for _ in range(steps):
-            placements, latencies = replay.sample(BATCH_SIZE, rng)
+    def update(self, replay: ReplayBuffer, reference: float, rng: np.random.Generator) -> None:
+        """`config.learner_updates` gradient steps on mini-batches of the replay, rewards in percent
+        faster than `reference`."""
+        for _ in range(self.config.learner_updates):
+            placements, latencies = replay.sample(self.config.batch_size, rng)
             placements = torch.as_tensor(placements, dtype=torch.float32)
             rewards = torch.as_tensor(100.0 * (reference - latencies) / reference, dtype=torch.float32)
             self._step(placements, rewards)
@@ -150,7 +148,7 @@ class Learner:
         self.actor_opt.step()
 
         entropy = (-(p * log_p).sum(dim=-1) * self.mask).sum() / self.mask.sum()
-        dual_loss = (self.log_alpha.exp() * (entropy.detach() - ENTROPY_TARGET)
+        dual_loss = (self.log_alpha.exp() * (entropy.detach() - self.config.entropy_target)
                      - self.lam * (usage.detach() - 1.0))
         self.dual_opt.zero_grad()
         dual_loss.backward()

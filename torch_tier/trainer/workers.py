@@ -5,19 +5,30 @@ MARL timed its candidates on a separate PM server over RPC; so does this.
 job once (the model and example inputs serialised with torch.save, the node
 paths, the pm spec, the warm-up count, and the trainer's intra-op thread
 count, so every worker times with the threads the user chose), checks the
-model's fingerprint, and then times every placement it is sent with
+model's fingerprint, and then times the placements it is sent with
 torch_tier.measure(), the model loaded once and each placement reapplied. The
 trainer (WorkerPool) binds a ROUTER socket and uses every worker that
 connects; local workers are the same program started as subprocesses.
+
+A task is a group of placements timed side by side on one worker: a
+measure() of each in turn (`repeats` timed forwards after the warm-up), so
+drifts of the machine's speed fall on all of them alike. A group of one is a
+plain timing (WorkerPool.run); a group of two is a pair of racing's paired
+runs (racing.py), a group of all the compared placements one round of a
+comparison (WorkerPool.side_by_side). Tasks are spread over the workers, so
+many pairs or rounds are timed at once, each within one process, and no task
+is longer than one round.
 
 Protocol (version PROTOCOL): every message is a JSON header frame, plus one
 binary frame for the job's model. Headers carry `protocol` and `type`:
 
   worker -> trainer   hello {pid, host}; ping {fingerprint|null} when idle;
-                      ready {fingerprint}; result {id, fingerprint, samples};
+                      ready {fingerprint}; result {id, fingerprint, samples}
+                      (samples: `repeats` seconds for each placement);
                       rejected {reason, id?}
   trainer -> worker   job {fingerprint, model_name, nodes, pm, warmup, threads}
-                      + model; evaluate {id, fingerprint, placement, repeats}; stop
+                      + model; evaluate {id, fingerprint, placements, repeats};
+                      stop
 
 A message that is not valid JSON, lacks a field, has another protocol version
 or names another model's fingerprint is rejected, and the reason is logged
@@ -42,7 +53,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -53,7 +64,7 @@ from ..timing import measure
 from ..policy import Placement, Policy, fingerprint
 from ..tiers import TIER_NAMES
 
-PROTOCOL = 1
+PROTOCOL = 2
 PING_INTERVAL = 2.0  # seconds an idle worker waits before telling the trainer it is there
 MAX_ATTEMPTS = 3  # times one task may be rejected by workers before training stops
 log = logging.getLogger(__name__)
@@ -66,7 +77,7 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "result": {"id": int, "fingerprint": str, "samples": list},
     "rejected": {"reason": str},
     "job": {"fingerprint": str, "model_name": str, "nodes": list, "pm": str, "warmup": int, "threads": int},
-    "evaluate": {"id": int, "fingerprint": str, "placement": list, "repeats": int},
+    "evaluate": {"id": int, "fingerprint": str, "placements": list, "repeats": int},
     "stop": {},
 }
 
@@ -128,6 +139,13 @@ class Job:
                       nodes=self.nodes, pm=self.pm, warmup=self.warmup, threads=self.threads)
 
 
+class Task(NamedTuple):
+    """Placements to time in turn on one worker, `repeats` timed forwards each."""
+
+    placements: list[np.ndarray]
+    repeats: int
+
+
 @dataclass
 class _Worker:
     state: str  # "loading" (job sent) or "ready"
@@ -154,13 +172,21 @@ class WorkerPool:
         self.processes = [_spawn(self.address) for _ in range(local)]
         self.job_message = job.message()
         self._slowest = 0.0
-        self._tasks: list[tuple[np.ndarray, int]] = []
+        self._tasks: list[Task] = []
         self._pending: deque[int] = deque()
-        self._results: dict[int, list[float]] = {}
+        self._results: dict[int, list[list[float]]] = {}
         self._failures: dict[int, int] = {}
 
     def run(self, tasks: list[tuple[np.ndarray, int]]) -> list[list[float]]:
-        """Time each (placement, repeats); returns each task's latency samples in seconds."""
+        """Time each (placement, repeats), spread over the workers; each task's samples in seconds."""
+        return [samples[0] for samples in self._run([Task([placement], repeats) for placement, repeats in tasks])]
+
+    def side_by_side(self, groups: list[list[np.ndarray]], repeats: int) -> list[list[list[float]]]:
+        """Time each group's placements in turn on one worker (the groups spread over the workers);
+        for each group, each placement's `repeats` samples in seconds."""
+        return self._run([Task(group, repeats) for group in groups])
+
+    def _run(self, tasks: list[Task]) -> list[list[list[float]]]:
         self._tasks, self._pending, self._results, self._failures = tasks, deque(range(len(tasks))), {}, {}
         alone_since = time.monotonic()
         while len(self._results) < len(tasks):
@@ -215,10 +241,13 @@ class WorkerPool:
             raise ProtocolError(f"result for task {header['id']}, which this worker does not hold")
         if header["fingerprint"] != self.job.fingerprint:
             raise ProtocolError(f"result for model {header['fingerprint']}, the job is {self.job.fingerprint}")
-        samples = header["samples"]
-        if not samples or not all(isinstance(s, (int, float)) and s > 0 for s in samples):
-            raise ProtocolError(f"result for task {header['id']} has no valid samples")
-        self._results[worker.task] = [float(s) for s in samples]
+        task, samples = self._tasks[worker.task], header["samples"]
+        if len(samples) != len(task.placements) or not all(
+                isinstance(s, list) and len(s) == task.repeats and all(isinstance(x, (int, float)) and x > 0 for x in s)
+                for s in samples):
+            raise ProtocolError(f"result for task {header['id']}: expected {task.repeats} positive samples "
+                                f"for each of its {len(task.placements)} placements")
+        self._results[worker.task] = [[float(x) for x in s] for s in samples]
         self._slowest = max(self._slowest, time.monotonic() - worker.since)
         worker.task = None
 
@@ -234,11 +263,11 @@ class WorkerPool:
         for identity, worker in self.workers.items():
             if worker.state == "ready" and worker.task is None and self._pending:
                 task = self._pending.popleft()
-                placement, repeats = self._tasks[task]
+                placements, repeats = self._tasks[task]
                 worker.task, worker.since = task, time.monotonic()
                 self.socket.send_multipart([identity, *encode(
                     "evaluate", id=task, fingerprint=self.job.fingerprint,
-                    placement=np.asarray(placement).tolist(), repeats=int(repeats))])
+                    placements=[np.asarray(p).tolist() for p in placements], repeats=int(repeats))])
 
     def _reap(self) -> None:
         """Drop workers whose process exited or that exceeded the timeout; re-queue their tasks."""
@@ -348,20 +377,26 @@ class Worker:
         if self.job is None or header["fingerprint"] != self.job["fingerprint"]:
             raise _TaskError(header["id"], f"task {header['id']} is for model {header['fingerprint']}, "
                                            f"this worker holds {self.job and self.job['fingerprint']}")
-        placement = header["placement"]
-        well_formed = all(isinstance(p, list) and len(p) == 2 and all(t in (0, 1) for t in p) for p in placement)
-        if len(placement) != len(self.job["nodes"]) or not well_formed or header["repeats"] < 1:
-            raise _TaskError(header["id"], f"task {header['id']}: expected {len(self.job['nodes'])} "
+        placements, nodes = header["placements"], len(self.job["nodes"])
+        well_formed = placements and all(
+            isinstance(placement, list) and len(placement) == nodes and
+            all(isinstance(p, list) and len(p) == 2 and all(t in (0, 1) for t in p) for p in placement)
+            for placement in placements)
+        if not well_formed or header["repeats"] < 1:
+            raise _TaskError(header["id"], f"task {header['id']}: expected placements of {nodes} "
                                            f"[weight, activation] pairs of 0/1 and repeats >= 1")
-        policy = Policy(self.job["fingerprint"], self.job["model_name"],
-                        nodes={path: Placement(TIER_NAMES[w], TIER_NAMES[a])
-                               for path, (w, a) in zip(self.job["nodes"], placement)})
-        try:
-            result = measure(self.model, self.inputs, policy, pm=self.job["pm"], repeats=header["repeats"],
-                             warmup=self.job["warmup"])
-        except Exception as err:  # the trainer re-queues it, and gives up after MAX_ATTEMPTS
-            raise _TaskError(header["id"], f"task {header['id']} failed: {err!r}") from err
-        self._send("result", id=header["id"], fingerprint=self.job["fingerprint"], samples=list(result.samples))
+        samples = []
+        for placement in placements:
+            policy = Policy(self.job["fingerprint"], self.job["model_name"],
+                            nodes={path: Placement(TIER_NAMES[w], TIER_NAMES[a])
+                                   for path, (w, a) in zip(self.job["nodes"], placement)})
+            try:
+                result = measure(self.model, self.inputs, policy, pm=self.job["pm"], repeats=header["repeats"],
+                                 warmup=self.job["warmup"])
+            except Exception as err:  # the trainer re-queues it, and gives up after MAX_ATTEMPTS
+                raise _TaskError(header["id"], f"task {header['id']} failed: {err!r}") from err
+            samples.append(list(result.samples))
+        self._send("result", id=header["id"], fingerprint=self.job["fingerprint"], samples=samples)
 
     def _send(self, kind: str, **fields: Any) -> None:
         try:
