@@ -4,6 +4,7 @@
 `.policy` is the fastest placement found within the DRAM budget; see erl.py.
 """
 
+from .config import TrainConfig
 from .erl import Generation, TrainResult, train
 
-__all__ = ["Generation", "TrainResult", "train"]
+__all__ = ["Generation", "TrainConfig", "TrainResult", "train"]
