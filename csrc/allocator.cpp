@@ -233,7 +233,14 @@ void TieringAllocator::free_block(void* ptr) {
   TieringAllocator& self = instance();
   BlockRecord block;
   // Out of the map before the backend can hand the address out again.
-  TORCH_INTERNAL_ASSERT(self.map_.erase(ptr, &block), "torch-tier: freeing a block it did not allocate");
+  if (!self.map_.erase(ptr, &block)) {
+    // Not ours: oneDNN's glue frees its buffers with whichever CPU allocator is registered at
+    // the time (c10::GetAllocator(CPU)->raw_deallocate), so a buffer the previous allocator
+    // made before enable() may come here. Hand it back to that allocator.
+    const c10::DeleterFnPtr foreign = self.foreign_deleter_.load(std::memory_order_acquire);
+    TORCH_INTERNAL_ASSERT(foreign && foreign != &free_block, "torch-tier: freeing a block it did not allocate");
+    return foreign(ptr);
+  }
   const Tier tier = static_cast<Tier>(block.tier);
   Backend* backend = self.slots_[block.slot].backend.load(std::memory_order_acquire);
   const auto bytes = static_cast<int64_t>(backend->block_bytes(ptr, block.bytes));
@@ -278,6 +285,7 @@ void TieringAllocator::enable(Backend* pm, bool error_on_full) {
   tier_slot_[kPm].store(slot, std::memory_order_seq_cst);
   DramBackend::instance().set_caching(true);
   previous_ = c10::GetCPUAllocator();
+  if (previous_->raw_deleter() != &free_block) foreign_deleter_.store(previous_->raw_deleter(), std::memory_order_release);
   previous_priority_ = register_at_current_priority();
   enabled_ = true;
 }

@@ -153,6 +153,7 @@ class TieringAllocator final : public c10::Allocator {
   std::array<PlannedBackend*, kNumTiers> planned_{};  // the planned wrapper in use, if any
   ArenaBackend* pm_arena_ = nullptr;                   // the sim arena under the pm tier, if any
   c10::Allocator* previous_ = nullptr;
+  std::atomic<c10::DeleterFnPtr> foreign_deleter_{nullptr};  // the previous allocator's, for its blocks freed here
   uint8_t previous_priority_ = 0;
   bool enabled_ = false;
   std::atomic<bool> error_on_full_{false};
