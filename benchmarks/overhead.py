@@ -1,15 +1,17 @@
-"""What torch-tier costs when it places everything in DRAM, and what memkind costs.
+"""What torch-tier's allocator costs, backend by backend, and what memkind costs end to end.
 
-Prints two tables, measured in one run on this machine:
-1. allocate + free, sizes 64 B to 64 MiB: torch-tier's DRAM path vs PyTorch's
-   default CPU allocator (both timed in C++; target: within 1.2x), with no
-   session and within one (where the DRAM tier keeps freed large blocks).
-2. end-to-end inference of a ResNet-50 and BERT-base: plugin off, on with an
-   all-DRAM policy (target: within 3% of off), and on with everything on
-   memkind's PMEM kind in /dev/shm (when libmemkind is installed).
-Modes are interleaved round by round, so drift on a shared machine hits all alike.
+Prints, measured in one run on this machine:
+1. allocate + free (ns per pair, timed in C++): torch-tier's DRAM tier, simulated-tier arena
+   and memkind tier (inside a session) against PyTorch's default CPU allocator and glibc's
+   posix_memalign/free, sizes 64 B to 64 MiB, with 1 or 10,000 other blocks live per thread
+   (with a freed block between every two, so free lists are long), 1, 2 and 4 threads.
+2. the planned backend: one planned allocate + free whose slot overlaps N earlier slots,
+   with N blocks held.
+3. end-to-end inference of a ResNet-50 and BERT-base: plugin off, an all-DRAM policy, and
+   every tensor on memkind's PMEM kind in /dev/shm (tmpfs: the same DRAM), modes interleaved
+   round by round so that drift on a shared machine hits all alike.
 
-Usage: python benchmarks/overhead.py [--rounds 7] [--quick]
+Usage: python benchmarks/overhead.py [--rounds 5] [--quick] [--only alloc,planned,e2e]
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import torch_tier as tt
 from torch_tier import _C, memkind, tiers, zoo
 
 SIZES = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20, 16 << 20, 64 << 20]
+LIVE = [1, 10_000]
+LIVE_MAX_SIZE = 16 << 10  # 10,000 live blocks (and as many holes) per thread only up to this size
+THREADS = [1, 2, 4]
 
 
 def human(n: int) -> str:
@@ -33,24 +38,55 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
-def allocation_table(rounds: int) -> list[str]:
-    """ns per allocate + free: PyTorch's default, torch-tier's DRAM path with no session
-    (plain malloc), and within a session (freed blocks of 64 KiB and up kept for reuse)."""
-    rows = ["| size | PyTorch default (ns) | torch-tier DRAM (ns) | ratio | torch-tier DRAM, session on (ns) | ratio |",
-            "|---:|---:|---:|---:|---:|---:|"]
-    for size in SIZES:
-        iterations = max(200, min(200_000, (256 << 20) // size))
-        default, tiered, session = [], [], []
-        for _ in range(rounds):
-            default.append(_C.time_alloc_free(size, iterations, False))
-            tiered.append(_C.time_alloc_free(size, iterations, True))
-            tiers.activate(tiers.parse_pm("sim"), "fallback")
-            try:
-                session.append(_C.time_alloc_free(size, iterations, True))
-            finally:
-                tiers.deactivate()
-        d, t, s = (statistics.median(v) for v in (default, tiered, session))
-        rows.append(f"| {human(size)} | {d:,.0f} | {t:,.0f} | {t / d:.2f}x | {s:,.0f} | {s / d:.2f}x |")
+def _time(size: int, allocator: str, threads: int, live: int, rounds: int, quick: bool) -> float:
+    iterations = max(100, min(2_000 if quick else 20_000, (256 << 20) // size))
+    _C.time_alloc_free(size, iterations, allocator, threads, live, live > 1)  # warm-up: a kind's first extents
+    return statistics.median(
+        _C.time_alloc_free(size, iterations, allocator, threads, live, live > 1) for _ in range(rounds))
+
+
+def _in_session(pm: str, tier: int, fn):
+    tiers.activate(tiers.parse_pm(pm), "fallback")
+    _C.set_tier(tier)
+    try:
+        return fn()
+    finally:
+        _C.set_tier(tiers.DRAM)
+        tiers.deactivate()
+
+
+def allocation_tables(rounds: int, quick: bool) -> list[str]:
+    columns = {"PyTorch default": None, "glibc": None, "torch-tier DRAM": ("sim", tiers.DRAM),
+               "torch-tier sim arena": ("sim", tiers.PM)}
+    if memkind.available():
+        columns["torch-tier memkind"] = ("memkind:/dev/shm", tiers.PM)
+    out = []
+    for threads in [1] if quick else THREADS:
+        out += [f"\n### {threads} thread{'s' * (threads > 1)}, ns per allocate + free (median of {rounds})\n",
+                "| size | live blocks | " + " | ".join(columns) + " |",
+                "|---:|---:|" + "---:|" * len(columns)]
+        for size in SIZES:
+            for live in LIVE:
+                if live > 1 and size > LIVE_MAX_SIZE:
+                    continue
+                cells = []
+                for name, setting in columns.items():
+                    if setting is None:
+                        allocator = "default" if name == "PyTorch default" else "glibc"
+                        cells.append(_time(size, allocator, threads, live, rounds, quick))
+                    else:
+                        pm, tier = setting
+                        cells.append(_in_session(pm, tier, lambda: _time(size, "torch-tier", threads, live, rounds,
+                                                                          quick)))
+                out.append(f"| {human(size)} | {live:,} | " + " | ".join(f"{c:,.0f}" for c in cells) + " |")
+    return out
+
+
+def planned_table(rounds: int) -> list[str]:
+    rows = ["| slots overlapped and blocks held | ns per planned allocate + free |", "|---:|---:|"]
+    for live in (1, 100, 10_000):
+        ns = statistics.median(_C.time_planned(live, 2_000) for _ in range(rounds))
+        rows.append(f"| {live:,} | {ns:,.0f} |")
     return rows
 
 
@@ -81,33 +117,45 @@ def latency_rows(name: str, workload: zoo.Workload, rounds: int, repeats: int) -
             with tt.enable(tt.Policy.uniform(model, tier, tier), model, pm=pm):
                 samples[mode].append(time_forward(model, inputs, repeats))
     off = statistics.median(samples["plugin off"])
+    dram = statistics.median(samples[f"all-DRAM policy (pm={plain})"])
     rows = []
     for mode, values in samples.items():
         median = statistics.median(values)
         spread = (max(values) - min(values)) / median * 100
-        rows.append(f"| {name} | {mode} | {median * 1e3:.1f} | ±{spread / 2:.1f}% | {median / off - 1:+.1%} |")
+        rows.append(f"| {name} | {mode} | {median * 1e3:.1f} | ±{spread / 2:.1f}% | {median / off - 1:+.1%} | "
+                    f"{median / dram - 1:+.1%} |")
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="small models, few rounds (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="small models, one thread, few rounds (a smoke run)")
+    parser.add_argument("--only", default="alloc,planned,e2e", help="sections to run (comma-separated)")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads for the end-to-end runs (0: torch's)")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
+    sections = set(args.only.split(","))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
-          f"memkind {'present' if memkind.available() else 'absent'}\n")
-    print("## allocate + free, one thread\n")
-    print("\n".join(allocation_table(rounds)))
-    size = dict(width=0.25, depth=0.25) if args.quick else {}
-    image = dict(image_size=64) if args.quick else {}
-    print("\n## inference latency (median over rounds)\n")
-    print("| model | mode | ms | spread | vs off |\n|---|---|---:|---:|---:|")
-    for name, workload, repeats in (
-        ("resnet50", zoo.build("resnet50", **size, **image), 3),
-        ("bert-base", zoo.build("bert-base", **size), 3),
-    ):
-        print("\n".join(latency_rows(name, workload, rounds, repeats)), flush=True)
+          f"memkind {'present' if memkind.available() else 'absent'}")
+    if "alloc" in sections:
+        print("\n## allocate + free")
+        print("\n".join(allocation_tables(rounds, args.quick)), flush=True)
+    if "planned" in sections:
+        print("\n## planned backend\n")
+        print("\n".join(planned_table(rounds)), flush=True)
+    if "e2e" in sections:
+        size = dict(width=0.25, depth=0.25) if args.quick else {}
+        image = dict(image_size=64) if args.quick else {}
+        print("\n## inference latency (median over rounds)\n")
+        print("| model | mode | ms | spread | vs off | vs all-DRAM |\n|---|---|---:|---:|---:|---:|")
+        for name, workload, repeats in (
+            ("resnet50", zoo.build("resnet50", **size, **image), 3),
+            ("bert-base", zoo.build("bert-base", **size), 3),
+        ):
+            print("\n".join(latency_rows(name, workload, rounds, repeats)), flush=True)
 
 
 if __name__ == "__main__":

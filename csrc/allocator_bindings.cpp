@@ -175,7 +175,7 @@ void bind_allocator(py::module_& m) {
     return out;
   }, "Stop tracing; returns (seq, id, address, size, tier, is_free) per event.");
   m.def("time_alloc_free", [](size_t bytes, int64_t iterations, const std::string& allocator, int threads,
-                              int64_t live) {
+                              int64_t live, bool holes) {
     enum { kTiered, kDefault, kGlibc } which;
     if (allocator == "torch-tier") which = kTiered;
     else if (allocator == "default") which = kDefault;
@@ -195,9 +195,14 @@ void bind_allocator(py::module_& m) {
         if (posix_memalign(&ptr, kAlignment, bytes) != 0) throw std::bad_alloc();
         return {ptr, ptr, &std::free, c10::Device(c10::DeviceType::CPU)};
       };
-      std::vector<c10::DataPtr> held;
+      std::vector<c10::DataPtr> held, gaps;
       held.reserve(live);
-      for (int64_t i = 0; i < live; ++i) held.push_back(alloc());
+      gaps.reserve(holes ? live : 0);
+      for (int64_t i = 0; i < live; ++i) {
+        held.push_back(alloc());
+        if (holes) gaps.push_back(alloc());
+      }
+      gaps.clear();  // a free hole between every two held blocks
       ready.fetch_add(1);
       while (ready.load() < threads) {
       }
@@ -219,10 +224,11 @@ void bind_allocator(py::module_& m) {
     for (double v : ns) total += v;
     return total / threads;
   }, py::arg("bytes"), py::arg("iterations"), py::arg("allocator") = "torch-tier", py::arg("threads") = 1,
-     py::arg("live") = 0,
+     py::arg("live") = 0, py::arg("holes") = false,
      "Mean ns for one allocate+free of `bytes` per thread, `threads` threads at once, each holding `live` "
-     "other blocks of that size: torch-tier's allocator on the calling thread's tier, PyTorch's default CPU "
-     "allocator, or glibc's posix_memalign/free; for benchmarks/overhead.py.");
+     "other blocks of that size (with a freed block between each two if `holes`): torch-tier's allocator on "
+     "the calling thread's tier, PyTorch's default CPU allocator, or glibc's posix_memalign/free; for "
+     "benchmarks/overhead.py.");
   m.def("time_planned", [](int64_t live, int64_t iterations) {
     // A plan whose timed slot overlaps `live` freed earlier slots and sits beside `live` held ones:
     // the old per-slot conflict scan paid for every overlapping slot on each allocation.
