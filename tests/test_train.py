@@ -1,4 +1,4 @@
-"""The trainer: budget handling, chromosome operators, training, resume, and the worker protocol."""
+"""The trainer: budget handling, chromosome operators, training, resume, and training on workers."""
 
 import logging
 import os
@@ -11,18 +11,15 @@ import numpy as np
 import psutil
 import pytest
 import torch
-import zmq
 from torch import nn
 
 from torch_tier import baselines, capture, predict, zoo
 from torch_tier.placement import PlacementSpace
-from torch_tier.trainer import train
+from torch_tier.trainer import ModelSpec, RemoteWorkers, train, wire
 from torch_tier.trainer.budget import Budget
 from torch_tier.trainer.chromosome import Chromosome
 from torch_tier.trainer.config import TrainConfig
-from torch_tier.trainer.workers import PROTOCOL, Job, Worker, WorkerPool, decode, encode
-
-from conftest import small_cnn
+from torch_tier.trainer.workers import Worker
 
 
 @pytest.fixture(scope="module")
@@ -183,105 +180,7 @@ def test_plot_is_written(tiny, tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
-# --- workers ------------------------------------------------------------------
-
-
-def _job(model, inputs) -> Job:
-    graph_nodes = [name for name, _ in model.named_modules()]
-    return Job.of(model, inputs, "small-cnn", graph_nodes, "sim:optane-100", warmup=0)
-
-
-def test_protocol_decode_rejects_malformed_messages():
-    for frames, reason in [([b"{not json"], "not JSON"), ([b"[1, 2]"], "not an object"),
-                           ([b'{"protocol": 99, "type": "hello"}'], "protocol version 99"),
-                           (encode("dance"), "unknown message type"),
-                           (encode("result", id=1, fingerprint="x"), "'samples' missing"),
-                           (encode("hello", pid=1, host="h", payload=None) + [b"extra"], "unexpected payload")]:
-        with pytest.raises(ValueError, match=reason):
-            decode(frames)
-    header, payload = decode(encode("hello", pid=3, host="h"))
-    assert header["type"] == "hello" and header["protocol"] == PROTOCOL and payload is None
-
-
-def test_pool_rejects_mismatched_worker_with_a_logged_reason(caplog):
-    model, inputs = small_cnn()
-    with WorkerPool(_job(model, (inputs,))) as pool:
-        peer = pool.context.socket(zmq.DEALER)
-        peer.setsockopt(zmq.LINGER, 0)
-        peer.connect(pool.address)
-        with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
-            peer.send_multipart([b'{"protocol": 1, "type": "hello", "pid": 1, "host": "h"}'])
-            pool.poll(0.5)
-            assert "protocol version 1" in caplog.text and not pool.workers
-            peer.send_multipart(encode("hello", pid=1, host="elsewhere"))
-            pool.poll(0.5)
-            header, payload = decode(peer.recv_multipart())
-            assert header["type"] == "job" and payload
-            peer.send_multipart(encode("ready", fingerprint="sha256:another-model"))
-            pool.poll(0.5)
-            assert "sha256:another-model" in caplog.text and not pool.workers
-            assert decode(peer.recv_multipart())[0]["type"] == "stop"
-        peer.close()
-
-
-def test_worker_rejects_a_task_for_another_model(caplog):
-    model, inputs = small_cnn()
-    job = _job(model, (inputs,))
-    context = zmq.Context.instance()
-    trainer = context.socket(zmq.ROUTER)
-    trainer.setsockopt(zmq.LINGER, 0)
-    port = trainer.bind_to_random_port("tcp://127.0.0.1")
-    worker = Worker(f"tcp://127.0.0.1:{port}")
-    thread = threading.Thread(target=worker.serve, daemon=True)
-    with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
-        thread.start()
-        identity, *frames = trainer.recv_multipart()
-        assert decode(frames)[0]["type"] == "hello"
-        trainer.send_multipart([identity, *job.message()])
-        _, *frames = trainer.recv_multipart()
-        assert decode(frames)[0] == {"protocol": PROTOCOL, "type": "ready", "fingerprint": job.fingerprint}
-        trainer.send_multipart([identity, *encode("evaluate", id=7, fingerprint="sha256:other",
-                                                  placements=[[[0, 0]] * len(job.nodes)], repeats=1)])
-        _, *frames = trainer.recv_multipart()
-        header, _ = decode(frames)
-        assert header["type"] == "rejected" and header["id"] == 7 and "sha256:other" in header["reason"]
-        assert "sha256:other" in caplog.text
-        trainer.send_multipart([identity, *encode("stop")])
-        thread.join(10)
-    assert not thread.is_alive()
-    worker.close()
-    trainer.close()
-
-
-@pytest.mark.slow
-def test_pool_requeues_the_tasks_of_a_killed_and_of_a_hung_worker(caplog):
-    """Three local workers: one killed, then one stopped (hung) while timing; all tasks still complete."""
-    model, inputs = small_cnn()
-    job = _job(model, (inputs,))
-    placement = np.zeros((len(job.nodes), 2), dtype=np.int8)
-
-    def sabotage(pool: WorkerPool, sig: int) -> None:
-        """Send `sig` to a worker while it holds a task."""
-        while True:
-            busy = [w for w in list(pool.workers.values()) if w.task is not None]
-            if busy:
-                os.kill(busy[0].pid, sig)
-                return
-            time.sleep(0.001)
-
-    with caplog.at_level(logging.WARNING, logger="torch_tier.trainer.workers"):
-        with WorkerPool(job, local=3, timeout=3.0) as pool:
-            deadline = time.monotonic() + 60
-            while sum(w.state == "ready" for w in pool.workers.values()) < 3 and time.monotonic() < deadline:
-                pool.poll(0.1)
-            for sig in (signal.SIGKILL, signal.SIGSTOP):
-                thread = threading.Thread(target=sabotage, args=(pool, sig))
-                thread.start()
-                results = pool.run([(placement, 30)] * 6)
-                thread.join()
-                assert len(results) == 6 and all(len(r) == 30 for r in results)
-    assert "(its process exited); task" in caplog.text and "s); task" in caplog.text.split("exited")[-1]
-    assert caplog.text.count("re-queued") == 2
+# --- workers (the protocol's own tests are in test_wire.py) -------------------
 
 
 @pytest.mark.slow
@@ -309,17 +208,19 @@ def test_training_goes_on_when_one_of_two_loopback_workers_is_killed(tiny, caplo
     assert time.monotonic() - start < 120
 
 
-def test_comparison_is_timed_on_the_remote_workers_that_trained(tiny):
+def test_comparison_is_timed_on_the_remote_workers_that_trained(tiny, tmp_path):
     """A `torch-tier worker` times the search and then, before it is told to stop, the
     side-by-side comparison with the baselines."""
     model, inputs, graph = tiny
     with socket.socket() as probe:  # a free port for the trainer to bind
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    worker = Worker(f"tcp://127.0.0.1:{port}")
+    worker = Worker(f"tcp://127.0.0.1:{port}", wire.trainer_secret(tmp_path / "worker.key"))
     thread = threading.Thread(target=worker.serve, daemon=True)
     thread.start()
-    result = train(model, inputs, fitness="measured", workers=f"tcp://127.0.0.1:{port}", evaluations=16,
+    spec = ModelSpec("resnet50", {"width": 0.25, "depth": 0.34, "image_size": 32})  # as `tiny` is built
+    remote = RemoteWorkers(f"tcp://127.0.0.1:{port}", spec, tmp_path / "worker.key")
+    result = train(model, inputs, fitness="measured", workers=remote, evaluations=16,
                    population=8, repeats=1, progress=False, graph=graph, compare_rounds=1)
     thread.join(10)
     worker.close()

@@ -6,5 +6,6 @@
 
 from .config import TrainConfig
 from .erl import Generation, TrainResult, train
+from .workers import ModelSpec, RemoteWorkers
 
-__all__ = ["Generation", "TrainConfig", "TrainResult", "train"]
+__all__ = ["Generation", "ModelSpec", "RemoteWorkers", "TrainConfig", "TrainResult", "train"]

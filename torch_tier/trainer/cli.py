@@ -10,8 +10,11 @@ from pathlib import Path
 from .. import devices
 from .. import comparison
 from ..report import add_model_arguments, build_workload, capture_workload, fail, table
+from . import wire
 from .erl import train
-from .workers import Worker
+from .workers import ModelSpec, RemoteWorkers, Worker, load_given_model
+
+_KEY_FILE = "$TORCH_TIER_CACHE/worker.key, else ~/.cache/torch-tier/worker.key"
 
 _DESCRIPTION = """Search the fastest placement of MODEL's weights and activations within a DRAM
 budget, by evolutionary RL (Boltzmann chromosomes + a GNN soft actor-critic), and
@@ -43,7 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="start from random chromosomes only, not from the baselines")
     parser.add_argument("--workers", default="1", metavar="N|tcp://HOST:PORT",
                         help="measured fitness: local worker processes, or an address to bind for "
-                             "'torch-tier worker --connect' workers (default 1)")
+                             "'torch-tier worker --connect' workers, which build MODEL themselves (default 1)")
+    parser.add_argument("--secret", type=Path, metavar="FILE",
+                        help=f"remote workers: the shared secret's key file, created (mode 0600) if missing "
+                             f"(default {_KEY_FILE})")
     parser.add_argument("--checkpoint", type=Path, metavar="CKPT", help="checkpoint file (default OUT.ckpt)")
     parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue the run saved in CKPT")
     parser.add_argument("--rounds", type=int, default=5, metavar="N",
@@ -53,6 +59,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     worker = subparsers.add_parser("worker", help="time placements sent by a trainer",
                                    description="Connect to a trainer and time the placements it sends.")
     worker.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the trainer's address")
+    worker.add_argument("--secret", type=Path, metavar="FILE",
+                        help=f"the trainer's key file, a copy readable by this user only (default {_KEY_FILE}, "
+                             f"where a trainer on this machine and account creates it)")
+    worker.add_argument("--allow-model", action="append", default=[], metavar="MODULE:FUNCTION",
+                        help="build this model function too when a trainer names it (zoo models always are); "
+                             "repeatable")
+    worker.add_argument("--model-file", type=Path, metavar="FILE",
+                        help="time this saved (model, inputs) instead of building the trainer's MODEL: set by the "
+                             "trainer for the local workers it starts (a file of this user's only)")
+    worker.add_argument("--parent", type=int, metavar="PID",
+                        help="exit when process PID, the trainer that started this worker, is gone")
     worker.add_argument("--device", action="append", default=[], metavar="NAME=MODULE:FUNCTION",
                         help="register a device model before serving, so that pm='sim:NAME' emulates it "
                              "(repeatable)")
@@ -66,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         workload = build_workload(args)
     except (ValueError, TypeError) as err:
         return fail("train", err)
-    workers: int | str = int(args.workers) if args.workers.isdigit() else args.workers
+    try:
+        workers = _workers(args)
+    except ValueError as err:
+        return fail("train", err)
     checkpoint = args.resume or args.checkpoint or args.out.with_suffix(".ckpt")
     graph = None if args.resume else capture_workload(workload, args)
     try:
@@ -75,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
                        checkpoint=checkpoint, resume=args.resume is not None,
                        seed_baselines=not args.no_baseline_seeds, graph=graph, compare_rounds=args.rounds,
                        device=args.assume)
-    except ValueError as err:  # a budget that cannot be read or met, a checkpoint of another model
+    except ValueError as err:  # a budget that cannot be read or met, a checkpoint of another model, a bad key file
         return fail("train", err)
+    except RuntimeError as err:  # no worker connected, every local worker exited, a task failed on every try
+        print(f"torch-tier train: {err}", file=sys.stderr)
+        return 1
     meta = result.policy.metadata
     rows = result.comparison or comparison.compare(  # interrupted: predicted only
         result.graph, comparison.placements(result.graph, meta["dram_budget"], meta["device"], result.policy),
@@ -105,7 +128,12 @@ def run_worker(args: argparse.Namespace) -> int:
             devices.register_device(name, devices.resolve_reference(reference))
         except (ValueError, TypeError) as err:
             return fail("worker", err)
-    worker = Worker(args.connect)
+    try:
+        secret = wire.read_secret(args.secret or wire.key_path())
+        model = load_given_model(args.model_file) if args.model_file else None
+        worker = Worker(args.connect, secret, args.allow_model, model, args.parent)
+    except (ValueError, OSError) as err:
+        return fail("worker", err)
     try:
         worker.serve()
     except KeyboardInterrupt:
@@ -113,6 +141,17 @@ def run_worker(args: argparse.Namespace) -> int:
     finally:
         worker.close()
     return 0
+
+
+def _workers(args: argparse.Namespace) -> int | RemoteWorkers:
+    """--workers: a positive number of local workers, or the address remote ones connect to
+    (the shared secret created now if there is none)."""
+    if args.workers.isdigit():
+        if int(args.workers) < 1:
+            raise ValueError("--workers: at least 1 local worker, or an address such as tcp://0.0.0.0:5555")
+        return int(args.workers)
+    wire.trainer_secret(args.secret)  # now, before the capture: a worker started meanwhile finds it
+    return RemoteWorkers(args.workers, ModelSpec(args.model, dict(args.size)), args.secret)
 
 
 def _figures(row: comparison.Row) -> dict[str, float | None]:

@@ -57,6 +57,7 @@ from .gnn import Neighbours, node_features
 from .population import Genome, Population
 from .racing import Champion
 from .sac import Learner, ReplayBuffer
+from .workers import RemoteWorkers
 
 FOUND_BY = "torch-tier train (ERL: Boltzmann population + GNN soft actor-critic + fitted-model member, raced)"
 SEED_BASELINES = ("all-pm", "first-touch", "interleave", "greedy")  # never 'optimal': it is the yardstick
@@ -304,7 +305,7 @@ def train(
     evaluations: int | None = None,
     population: int | None = None,
     seed: int | None = None,
-    workers: int | str = 1,
+    workers: int | RemoteWorkers = 1,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     seed_baselines: bool | None = None,
@@ -330,8 +331,9 @@ def train(
         override the config's fields of those names. evaluations: timed runs (measured) or
         predictions (model); a placement already scored is free, and the last generation may
         be cut short to end the run on exactly that many.
-    workers: measured fitness only: a number of local worker processes, or an address
-        ('tcp://0.0.0.0:5555') to bind and wait for `torch-tier worker --connect` workers.
+    workers: measured fitness only: a number of local worker processes, or RemoteWorkers
+        (an address such as 'tcp://0.0.0.0:5555' to bind and wait for `torch-tier worker
+        --connect` workers, the ModelSpec they build the model from, the secret's key file).
     checkpoint: written after every generation; with resume=True, read first and continued
         (its settings and config win over the arguments; a model-fitness run resumed ends as
         an uninterrupted one would).
@@ -397,7 +399,7 @@ def train(
 
 @contextmanager
 def _fitness(search: Search, model: torch.nn.Module, inputs: tuple,
-             workers: int | str) -> Iterator[ModelFitness | MeasuredFitness]:
+             workers: int | RemoteWorkers) -> Iterator[ModelFitness | MeasuredFitness]:
     s = search.settings
     if s.fitness == "model":
         yield ModelFitness(search.space, s.device)

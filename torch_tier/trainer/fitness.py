@@ -34,9 +34,10 @@ import torch
 from ..graph import TierGraph
 from ..cost_model import graph_costs
 from ..placement import PlacementSpace
+from . import wire
 from .config import TrainConfig
 from .racing import Pair
-from .workers import Job, WorkerPool
+from .workers import Job, RemoteWorkers, WorkerPool
 
 
 class Scores:
@@ -161,14 +162,21 @@ class MeasuredFitness:
 
 
 @contextmanager
-def measured(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, workers: int | str = 1,
+def measured(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, workers: int | RemoteWorkers = 1,
              repeats: int = TrainConfig.repeats, warmup: int = TrainConfig.warmup) -> Iterator[MeasuredFitness]:
     """MeasuredFitness over a worker pool for `model`, closed on exit.
 
-    `workers`: a number of local worker processes (on a loopback port), or an address
-    to bind (e.g. 'tcp://0.0.0.0:5555') for `torch-tier worker --connect` workers.
+    `workers`: a number of local worker processes (on a loopback port, given `model` in a
+    private file), or RemoteWorkers: an address to bind (e.g. 'tcp://0.0.0.0:5555') for
+    `torch-tier worker --connect` workers, which build the model from its spec.
     """
-    job = Job.of(model, inputs, graph.model_name, [n.path for n in graph.nodes], pm, warmup)
-    address, local = (workers, 0) if isinstance(workers, str) else ("tcp://127.0.0.1:*", workers)
-    with WorkerPool(job, address, local=local) as pool:
+    if isinstance(workers, str):
+        raise ValueError(f"remote workers build the model themselves from its spec: pass "
+                         f"workers=RemoteWorkers({workers!r}, ModelSpec(NAME, SIZE)) (README, Remote workers)")
+    remote = workers if isinstance(workers, RemoteWorkers) else None
+    job = Job.of(model, inputs, graph.model_name, [n.path for n in graph.nodes], pm, warmup,
+                 spec=remote.model if remote else None, base_time=graph.base_time)
+    pool = (WorkerPool(job, remote.address, secret=wire.trainer_secret(remote.secret)) if remote
+            else WorkerPool(job, local=workers))
+    with pool:
         yield MeasuredFitness(pool, repeats)

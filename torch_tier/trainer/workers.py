@@ -2,13 +2,17 @@
 
 MARL timed its candidates on a separate PM server over RPC; so does this.
 `torch-tier worker --connect tcp://HOST:PORT` runs a worker: it receives the
-job once (the model and example inputs serialised with torch.save, the node
-paths, the pm spec, the warm-up count, and the trainer's intra-op thread
-count, so every worker times with the threads the user chose), checks the
-model's fingerprint, and then times the placements it is sent with
-torch_tier.measure(), the model loaded once and each placement reapplied. The
+job once (the model's spec, fingerprint and node paths, the pm spec, the
+warm-up count, and the trainer's intra-op thread count, so every worker times
+with the threads the user chose), builds the model itself from the spec
+(zoo.resolve, as `torch-tier train MODEL --size ...` does) and checks its
+fingerprint, and then times the placements it is sent with
+torch_tier.measure(), the model built once and each placement reapplied. The
 trainer (WorkerPool) binds a ROUTER socket and uses every worker that
-connects; local workers are the same program started as subprocesses.
+connects. Local workers are the same program started by the trainer as
+subprocesses; they are given the trainer's own model in a file only this user
+can read (no spec needed), and exit when the trainer does (PR_SET_PDEATHSIG,
+and a check of their parent every heartbeat).
 
 A task is a group of placements timed side by side on one worker: a
 measure() of each in turn (`repeats` timed forwards after the warm-up), so
@@ -19,99 +23,160 @@ comparison (WorkerPool.side_by_side). Tasks are spread over the workers, so
 many pairs or rounds are timed at once, each within one process, and no task
 is longer than one round.
 
-Protocol (version PROTOCOL): every message is a JSON header frame, plus one
-binary frame for the job's model. Headers carry `protocol` and `type`:
+Nothing is unpickled from the network. Every message is authenticated with
+the shared secret (wire.py: HMAC-SHA256 over every message; a message with a
+wrong tag is dropped before it is parsed), bounded in size and nesting, and
+checked field by field against PROTOCOL's schema below; every rejection is
+logged with its reason. Protocol (version PROTOCOL), JSON bodies carrying
+`protocol` and `type`:
 
-  worker -> trainer   hello {pid, host}; ping {fingerprint|null} when idle;
-                      ready {fingerprint}; result {id, fingerprint, samples}
+  worker -> trainer   hello {pid, host, nonce} until it has a job;
+                      ping {session} every HEARTBEAT_INTERVAL s, also while timing;
+                      ready {session, fingerprint}; result {session, id, fingerprint, samples}
                       (samples: `repeats` seconds for each placement);
-                      rejected {reason, id?}
-  trainer -> worker   job {fingerprint, model_name, nodes, pm, warmup, threads}
-                      + model; evaluate {id, fingerprint, placements, repeats};
-                      stop
+                      rejected {session, reason, id|null}
+  trainer -> worker   job {session, nonce, fingerprint, model: {name, size}|null, model_name,
+                      nodes, pm, warmup, threads}; evaluate {session, id, fingerprint,
+                      placements, repeats}; stop {session}; reset {}
 
-A message that is not valid JSON, lacks a field, has another protocol version
-or names another model's fingerprint is rejected, and the reason is logged
-(a worker also answers `rejected`). A worker that dies (a local process that
-exits) or that does not answer within the task timeout loses its task, which
-is re-queued for another worker; training goes on. A worker that comes back
-is sent the job again.
+A hello's random nonce comes back in its job with a fresh random session,
+which every later message of either side carries: a recorded message replayed
+on another connection or in another session is refused. A worker the trainer
+does not know (one of a trainer that was restarted) is told `reset` and says
+hello again.
 
-Security: the job's model is unpickled by the worker; connect workers only to
-trainers you trust, on networks you trust.
+The trainer drops a worker whose message it rejects (re-queueing its task and
+telling it to stop), whose process exits, that sends no heartbeat for
+HEARTBEAT_TIMEOUT s, or that holds a task past the task timeout; training
+goes on with the others. Results must have one sample per timed forward of each placement,
+each within [MIN_RATIO, MAX_RATIO] times the trainer's own all-DRAM forward
+time (and within [MIN_SECONDS, MAX_SECONDS]).
 """
 
 from __future__ import annotations
 
-import io
-import json
+import ctypes
 import logging
 import os
+import queue
+import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import zmq
 
-from .. import devices
-from ..timing import measure
+from .. import devices, zoo
 from ..policy import Placement, Policy, fingerprint
 from ..tiers import TIER_NAMES
+from ..timing import measure
+from . import wire
+from .wire import WireError
 
-PROTOCOL = 2
-PING_INTERVAL = 2.0  # seconds an idle worker waits before telling the trainer it is there
+PROTOCOL = 3
+HEARTBEAT_INTERVAL = 1.0  # seconds between a worker's pings (or hellos, until it has a job)
+HEARTBEAT_TIMEOUT = 10.0  # seconds without a message after which the trainer drops a worker
 MAX_ATTEMPTS = 3  # times one task may be rejected by workers before training stops
+MAX_TO_TRAINER = 1 << 20  # bytes of a worker's message
+MAX_TO_WORKER = 32 << 20  # bytes of the trainer's (a job lists every node path)
+MAX_NODES = 100_000
+MAX_GROUP = 64  # placements in one task
+MAX_REPEATS = 1000
+MIN_SECONDS, MAX_SECONDS = 1e-6, 3600.0  # of one timed forward
+# A sample's bounds in the trainer's own all-DRAM forward time (graph.base_time, timed with every
+# node metered: for a small model several times the plain forward, hence the wide lower bound).
+MIN_RATIO, MAX_RATIO = 1e-3, 1e3
+MAX_REASON = 1000  # characters of a rejection's reason
 log = logging.getLogger(__name__)
 
-# Required fields and their types, per message type.
-FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "hello": {"pid": int, "host": str},
-    "ping": {"fingerprint": (str, type(None))},
-    "ready": {"fingerprint": str},
-    "result": {"id": int, "fingerprint": str, "samples": list},
-    "rejected": {"reason": str},
-    "job": {"fingerprint": str, "model_name": str, "nodes": list, "pm": str, "warmup": int, "threads": int},
-    "evaluate": {"id": int, "fingerprint": str, "placements": list, "repeats": int},
-    "stop": {},
+# --- the protocol's schema -------------------------------------------------------
+
+_TOKEN = wire.text(32, "[0-9a-f]{32}")
+_FINGERPRINT = wire.text(23, "sha256:[0-9a-f]{16}")
+_TASK = wire.integer(0, 2**53)
+_PAIR = wire.items(wire.integer(0, 1), 2, length=2)
+_MODEL_NAME = r"[A-Za-z0-9_.\-]+(:[A-Za-z_][A-Za-z0-9_]*)?"
+
+
+def _size_arguments(value: Any, where: str) -> None:
+    """A model spec's size: at most 64 keyword arguments, each an integer, a number or a short string."""
+    if not isinstance(value, dict) or len(value) > 64:
+        raise WireError(f"{where} must be an object of at most 64 keyword arguments")
+    for key, argument in value.items():
+        wire.text(64, "[A-Za-z_][A-Za-z0-9_]*")(key, f"{where} key")
+        if type(argument) not in (int, float, str) or (isinstance(argument, str) and len(argument) > 256):
+            raise WireError(f"{where}.{key[:64]} must be an integer, a number or a string of at most 256 characters")
+
+
+def _model_spec(value: Any, where: str) -> None:
+    wire.fields(value, {"name": wire.text(256, _MODEL_NAME), "size": _size_arguments}, where)
+
+
+TO_TRAINER: dict[str, dict[str, wire.Check]] = {
+    "hello": {"pid": wire.integer(0, 2**31), "host": wire.text(255), "nonce": _TOKEN},
+    "ping": {"session": _TOKEN},
+    "ready": {"session": _TOKEN, "fingerprint": _FINGERPRINT},
+    "result": {"session": _TOKEN, "id": _TASK, "fingerprint": _FINGERPRINT,
+               "samples": wire.items(wire.items(wire.number(0.0, MAX_SECONDS), MAX_REPEATS), MAX_GROUP)},
+    "rejected": {"session": _TOKEN, "reason": wire.text(MAX_REASON), "id": wire.optional(_TASK)},
+}
+TO_WORKER: dict[str, dict[str, wire.Check]] = {
+    "job": {"session": _TOKEN, "nonce": _TOKEN, "fingerprint": _FINGERPRINT, "model": wire.optional(_model_spec),
+            "model_name": wire.text(256), "nodes": wire.items(wire.text(1024), MAX_NODES), "pm": wire.text(4096),
+            "warmup": wire.integer(0, 1000), "threads": wire.integer(1, 4096)},
+    "evaluate": {"session": _TOKEN, "id": _TASK, "fingerprint": _FINGERPRINT,
+                 "placements": wire.items(wire.items(_PAIR, MAX_NODES), MAX_GROUP),
+                 "repeats": wire.integer(1, MAX_REPEATS)},
+    "stop": {"session": _TOKEN},
+    "reset": {},
 }
 
 
-class ProtocolError(ValueError):
-    """A message this side will not act on; the text is the logged reason."""
+def check_message(body: Any, schema: dict[str, dict[str, wire.Check]]) -> dict[str, Any]:
+    """`body` if it is a message of this protocol version whose type and fields `schema` allows."""
+    if not isinstance(body, dict):
+        raise WireError("the message is not a JSON object")
+    if body.get("protocol") != PROTOCOL or type(body.get("protocol")) is not int:
+        raise WireError(f"protocol version {body.get('protocol')!r:.20}, this side speaks {PROTOCOL}")
+    kind = body.get("type")
+    if not isinstance(kind, str) or kind not in schema:
+        raise WireError(f"unexpected message type {kind!r:.40} (expected one of {', '.join(schema)})")
+    checks = {"protocol": wire.integer(PROTOCOL, PROTOCOL), "type": wire.text(16), **schema[kind]}
+    return wire.fields(body, checks, kind)
 
 
-def encode(kind: str, payload: bytes | None = None, **fields: Any) -> list[bytes]:
-    frames = [json.dumps({"protocol": PROTOCOL, "type": kind, **fields}).encode()]
-    return frames + ([payload] if payload is not None else [])
+# --- the job -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a worker builds the model itself: a zoo name or 'package.module:function' and its
+    keyword arguments, as `torch-tier train MODEL --size K=V ...` names it (zoo.resolve)."""
+
+    name: str
+    size: dict[str, int | float | str] = field(default_factory=dict)
 
 
-def decode(frames: list[bytes]) -> tuple[dict, bytes | None]:
-    """The header and optional payload of a message; ProtocolError says why it is unusable."""
-    if not frames or len(frames) > 2:
-        raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
-    try:
-        header = json.loads(frames[0])
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProtocolError(f"header is not JSON ({err})") from None
-    if not isinstance(header, dict):
-        raise ProtocolError(f"header is a {type(header).__name__}, not an object")
-    if header.get("protocol") != PROTOCOL:
-        raise ProtocolError(f"protocol version {header.get('protocol')!r}, this side speaks {PROTOCOL}")
-    kind = header.get("type")
-    if kind not in FIELDS:
-        raise ProtocolError(f"unknown message type {kind!r}")
-    for name, types in FIELDS[kind].items():
-        if not isinstance(header.get(name), types) or isinstance(header.get(name), bool):
-            raise ProtocolError(f"{kind}: field {name!r} missing or of the wrong type")
-    if (kind == "job") != (len(frames) == 2):
-        raise ProtocolError(f"{kind}: {'missing' if kind == 'job' else 'unexpected'} payload frame")
-    return header, frames[1] if len(frames) == 2 else None
+@dataclass(frozen=True)
+class RemoteWorkers:
+    """Measured fitness on `torch-tier worker --connect` workers: the address the trainer binds,
+    the spec each worker builds the model from, and the shared secret's key file (default
+    wire.key_path(), created there on first use)."""
+
+    address: str
+    model: ModelSpec
+    secret: Path | None = None
 
 
 @dataclass
@@ -124,20 +189,32 @@ class Job:
     pm: str
     warmup: int
     threads: int
-    model: bytes = field(repr=False)  # torch.save((model, inputs))
+    spec: ModelSpec | None = None  # what remote workers build; local ones are given `workload`
+    base_time: float | None = None  # seconds of the trainer's own all-DRAM forward: bounds the samples
+    workload: tuple = field(default=(), repr=False)  # (model, inputs), for local workers
 
     @classmethod
-    def of(cls, model: torch.nn.Module, inputs: tuple, model_name: str, nodes: list[str], pm: str,
-           warmup: int) -> "Job":
+    def of(cls, model: torch.nn.Module, inputs: tuple, model_name: str, nodes: list[str], pm: str, warmup: int,
+           spec: ModelSpec | None = None, base_time: float | None = None) -> "Job":
         """The job for `model`, timed with this process's intra-op thread count."""
-        buffer = io.BytesIO()
-        torch.save((model, inputs), buffer)
-        return cls(fingerprint(model), model_name, nodes, pm, warmup, torch.get_num_threads(), buffer.getvalue())
+        return cls(fingerprint(model), model_name, nodes, pm, warmup, torch.get_num_threads(), spec, base_time,
+                   (model, inputs))
 
-    def message(self) -> list[bytes]:
-        return encode("job", self.model, fingerprint=self.fingerprint, model_name=self.model_name,
-                      nodes=self.nodes, pm=self.pm, warmup=self.warmup, threads=self.threads)
+    def body(self, nonce: str, session: str) -> dict[str, Any]:
+        """The job message for the worker whose hello carried `nonce`, opening `session`."""
+        spec = None if self.spec is None else {"name": self.spec.name, "size": dict(self.spec.size)}
+        return {"protocol": PROTOCOL, "type": "job", "session": session, "nonce": nonce,
+                "fingerprint": self.fingerprint, "model": spec, "model_name": self.model_name, "nodes": self.nodes,
+                "pm": self.pm, "warmup": self.warmup, "threads": self.threads}
 
+    def bounds(self) -> tuple[float, float]:
+        """The physically plausible seconds of one timed forward."""
+        if self.base_time is None or not self.base_time > 0:
+            return MIN_SECONDS, MAX_SECONDS
+        return max(MIN_SECONDS, MIN_RATIO * self.base_time), min(MAX_SECONDS, MAX_RATIO * self.base_time)
+
+
+# --- the trainer's side -----------------------------------------------------------
 
 class Task(NamedTuple):
     """Placements to time in turn on one worker, `repeats` timed forwards each."""
@@ -148,29 +225,45 @@ class Task(NamedTuple):
 
 @dataclass
 class _Worker:
+    session: str
+    nonce: str
     state: str  # "loading" (job sent) or "ready"
     since: float  # when the job or the current task was sent
-    pid: int = 0  # of a worker on this host, to notice its exit at once; 0 for remote ones
+    seen: float  # when its last message came
+    pid: int = 0  # of a local worker, to notice its exit at once; 0 for remote ones
     task: int | None = None
 
 
 class WorkerPool:
-    """The trainer's side: binds `address`, hands the job to every worker that connects,
-    spreads tasks over them and re-queues the tasks of workers that die or hang."""
+    """The trainer's side: binds `address`, hands the job to every worker that connects with the
+    shared `secret` (local workers: a fresh one, given to them in a private file), spreads tasks
+    over them and re-queues the tasks of workers that die, hang or misbehave."""
 
-    def __init__(self, job: Job, address: str = "tcp://127.0.0.1:*", local: int = 0,
-                 timeout: float = 60.0, connect_timeout: float = 300.0):
+    def __init__(self, job: Job, address: str = "tcp://127.0.0.1:*", local: int = 0, secret: bytes | None = None,
+                 timeout: float = 60.0, connect_timeout: float = 300.0,
+                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT):
+        if not local and job.spec is None:
+            raise ValueError("remote workers build the model themselves: they need its spec "
+                             "(RemoteWorkers(address, ModelSpec(NAME, SIZE)); README, Remote workers)")
         self.job = job
+        self.secret = secret or secrets.token_hex(32).encode()
         self.timeout = timeout  # seconds a task or a job load may take (raised to 10x the slowest task seen)
         self.connect_timeout = connect_timeout
+        self.heartbeat_timeout = heartbeat_timeout
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(address)
+        wire.bound(self.socket, MAX_TO_TRAINER)
+        try:
+            self.socket.bind(address)
+        except zmq.ZMQError as err:
+            self.socket.close()
+            self.context.term()
+            raise ValueError(f"cannot bind {address!r}: {err}") from None
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.workers: dict[bytes, _Worker] = {}
-        self.processes = [_spawn(self.address) for _ in range(local)]
-        self.job_message = job.message()
+        self._nonces: dict[str, bytes] = {}  # every hello's nonce, and who sent it
+        self._folder = _private_folder(self.secret, job.workload) if local else None
+        self.processes = [_spawn(self.address, self._folder) for _ in range(local)]
         self._slowest = 0.0
         self._tasks: list[Task] = []
         self._pending: deque[int] = deque()
@@ -206,58 +299,99 @@ class WorkerPool:
         """Handle the messages that arrive within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while self.socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-            identity, *frames = self.socket.recv_multipart()
-            try:
-                self._handle(identity, *decode(frames))
-            except ProtocolError as err:
-                log.warning("rejected a message from worker %s: %s", identity.hex(), err)
+            identity, *frames = wire.receive(self.socket, keep=3)
+            self.receive(identity, frames)
 
-    def _handle(self, identity: bytes, header: dict, _payload: bytes | None) -> None:
-        kind, worker = header["type"], self.workers.get(identity)
-        if kind == "hello" or (kind == "ping" and worker is None):
-            self._send_job(identity, header.get("pid", 0), header.get("host", ""))
-        elif kind == "ready":
-            if worker is None:
-                raise ProtocolError("ready without having been sent the job")
-            if header["fingerprint"] != self.job.fingerprint:
-                del self.workers[identity]
-                self.socket.send_multipart([identity, *encode("stop")])
-                raise ProtocolError(f"worker loaded model {header['fingerprint']}, "
-                                    f"the job is {self.job.fingerprint}; stopped it")
-            worker.state = "ready"
-        elif kind == "result":
-            self._accept(identity, worker, header)
-        elif kind == "ping":  # a known worker, idle between tasks: nothing to do
+    def receive(self, identity: bytes, frames: list[bytes]) -> bool:
+        """Act on one message from peer `identity`: True if it was acted on; False if it was
+        rejected, which is logged, and the peer, if it is one of the workers, dropped."""
+        try:
+            body = wire.unseal(self.secret, wire.TO_TRAINER, frames)
+            self._handle(identity, check_message(body, TO_TRAINER))
+        except WireError as err:
+            if identity in self.workers:
+                self._drop(identity, f"rejected its message: {err}")
+            else:
+                log.warning("rejected a message from peer %s: %s", identity.hex()[:16], err)
+            return False
+        return True
+
+    def _handle(self, identity: bytes, message: dict[str, Any]) -> None:
+        kind, worker = message["type"], self.workers.get(identity)
+        if kind == "hello":
+            self._hello(identity, worker, message)
             return
+        if worker is None:  # an authenticated worker this pool does not know, e.g. one of a restarted trainer
+            log.info("worker %s is not one of this trainer's; told it to say hello", identity.hex()[:16])
+            self._send(identity, "reset")
+            return
+        if message["session"] != worker.session:
+            raise WireError(f"{kind} for another session")
+        worker.seen = time.monotonic()
+        if kind == "ready":
+            self._ready(worker, message)
+        elif kind == "result":
+            self._accept(worker, message)
         elif kind == "rejected":
-            log.warning("worker %s rejected a message: %s", identity.hex(), header["reason"])
-            if worker is not None and worker.task is not None and header.get("id") == worker.task:
-                self._retry(worker, f"worker {identity.hex()} rejected it")
-        else:
-            raise ProtocolError(f"{kind} is a trainer-to-worker message")
+            self._rejected(identity, worker, message)
 
-    def _accept(self, identity: bytes, worker: _Worker | None, header: dict) -> None:
-        if worker is None or worker.task != header["id"]:
-            raise ProtocolError(f"result for task {header['id']}, which this worker does not hold")
-        if header["fingerprint"] != self.job.fingerprint:
-            raise ProtocolError(f"result for model {header['fingerprint']}, the job is {self.job.fingerprint}")
-        task, samples = self._tasks[worker.task], header["samples"]
-        if len(samples) != len(task.placements) or not all(
-                isinstance(s, list) and len(s) == task.repeats and all(isinstance(x, (int, float)) and x > 0 for x in s)
-                for s in samples):
-            raise ProtocolError(f"result for task {header['id']}: expected {task.repeats} positive samples "
-                                f"for each of its {len(task.placements)} placements")
-        self._results[worker.task] = [[float(x) for x in s] for s in samples]
+    def _hello(self, identity: bytes, worker: _Worker | None, message: dict[str, Any]) -> None:
+        """Open a session for the worker and send it the job (once per hello nonce)."""
+        nonce, now = message["nonce"], time.monotonic()
+        sender = self._nonces.setdefault(nonce, identity)
+        if sender != identity:
+            raise WireError("hello replays another worker's nonce")
+        if worker is not None and worker.nonce == nonce:  # said again before its job arrived
+            worker.seen = now
+            return
+        if worker is not None and worker.task is not None:  # it reset mid-task
+            self._pending.appendleft(worker.task)
+        local = {p.pid for p in self.processes}
+        pid = message["pid"] if message["host"] == socket.gethostname() and message["pid"] in local else 0
+        session = secrets.token_hex(16)
+        self.workers[identity] = _Worker(session, nonce, "loading", now, now, pid)
+        self.socket.send_multipart([identity, *wire.seal(self.secret, wire.TO_WORKER, self.job.body(nonce, session))])
+
+    def _ready(self, worker: _Worker, message: dict[str, Any]) -> None:
+        if worker.state != "loading":
+            raise WireError("ready, but it was not loading a job")
+        if message["fingerprint"] != self.job.fingerprint:
+            raise WireError(f"it built model {message['fingerprint']}, the job is {self.job.fingerprint}")
+        worker.state = "ready"
+
+    def _accept(self, worker: _Worker, message: dict[str, Any]) -> None:
+        if worker.task != message["id"]:
+            raise WireError(f"result for task {message['id']}, which this worker does not hold")
+        if message["fingerprint"] != self.job.fingerprint:
+            raise WireError(f"result for model {message['fingerprint']}, the job is {self.job.fingerprint}")
+        task, samples = self._tasks[worker.task], message["samples"]
+        if len(samples) != len(task.placements):
+            raise WireError(f"samples for {len(samples)} placements, task {message['id']} has {len(task.placements)}")
+        self._results[worker.task] = [self._samples(s, task.repeats) for s in samples]
         self._slowest = max(self._slowest, time.monotonic() - worker.since)
         worker.task = None
 
-    def _send_job(self, identity: bytes, pid: int, host: str) -> None:
-        local = pid if host == socket.gethostname() else 0
-        previous = self.workers.get(identity)
-        if previous is not None and previous.task is not None:  # it restarted mid-task
-            self._pending.appendleft(previous.task)
-        self.workers[identity] = _Worker("loading", time.monotonic(), local)
-        self.socket.send_multipart([identity, *self.job_message])
+    def _samples(self, samples: list[float], repeats: int) -> list[float]:
+        """`samples` as floats, if there is one per timed forward and each is physically plausible."""
+        if len(samples) != repeats:
+            raise WireError(f"{len(samples)} samples for {repeats} timed forwards")
+        low, high = self.job.bounds()
+        wrong = [s for s in samples if not low <= s <= high]
+        if wrong:
+            raise WireError(f"sample {wrong[0]!r} s is outside [{low:.3g}, {high:.3g}] s (from "
+                            f"{MIN_RATIO:g} to {MAX_RATIO:g} times the trainer's all-DRAM forward)")
+        return [float(s) for s in samples]
+
+    def _rejected(self, identity: bytes, worker: _Worker, message: dict[str, Any]) -> None:
+        log.warning("worker %s rejected a message: %r", identity.hex()[:16], message["reason"])
+        if message["id"] is not None and message["id"] == worker.task:
+            self._retry(worker, f"worker {identity.hex()[:16]} rejected it")
+        elif worker.state == "loading":
+            raise WireError("it could not load the job")
+
+    def _send(self, identity: bytes, kind: str, **fields: Any) -> None:
+        body = {"protocol": PROTOCOL, "type": kind, **fields}
+        self.socket.send_multipart([identity, *wire.seal(self.secret, wire.TO_WORKER, body)])
 
     def _dispatch(self) -> None:
         for identity, worker in self.workers.items():
@@ -265,28 +399,31 @@ class WorkerPool:
                 task = self._pending.popleft()
                 placements, repeats = self._tasks[task]
                 worker.task, worker.since = task, time.monotonic()
-                self.socket.send_multipart([identity, *encode(
-                    "evaluate", id=task, fingerprint=self.job.fingerprint,
-                    placements=[np.asarray(p).tolist() for p in placements], repeats=int(repeats))])
+                self._send(identity, "evaluate", session=worker.session, id=task, fingerprint=self.job.fingerprint,
+                           placements=[np.asarray(p).tolist() for p in placements], repeats=int(repeats))
 
     def _reap(self) -> None:
-        """Drop workers whose process exited or that exceeded the timeout; re-queue their tasks."""
+        """Drop workers whose process exited, that went quiet or that exceeded the timeout."""
         dead = {p.pid for p in self.processes if p.poll() is not None}
         limit = max(self.timeout, 10 * self._slowest)
         now = time.monotonic()
         for identity, worker in list(self.workers.items()):
             if worker.pid in dead:
-                reason = "its process exited"
+                self._drop(identity, "its process exited")
+            elif now - worker.seen > self.heartbeat_timeout:
+                self._drop(identity, f"no heartbeat in {self.heartbeat_timeout:g} s")
             elif now - worker.since > limit and (worker.task is not None or worker.state == "loading"):
-                reason = f"no answer in {limit:.0f} s"
-            else:
-                continue
-            del self.workers[identity]
-            if worker.task is not None:
-                log.warning("worker %s lost (%s); task %d re-queued", identity.hex(), reason, worker.task)
-                self._pending.appendleft(worker.task)
-            else:
-                log.warning("worker %s lost (%s)", identity.hex(), reason)
+                self._drop(identity, f"no answer in {limit:.0f} s")
+
+    def _drop(self, identity: bytes, reason: str) -> None:
+        """Forget a worker, tell it to stop and re-queue its task."""
+        worker = self.workers.pop(identity)
+        self._send(identity, "stop", session=worker.session)
+        if worker.task is not None:
+            log.warning("worker %s lost (%s); task %d re-queued", identity.hex()[:16], reason, worker.task)
+            self._pending.appendleft(worker.task)
+        else:
+            log.warning("worker %s lost (%s)", identity.hex()[:16], reason)
 
     def _retry(self, worker: _Worker, why: str) -> None:
         task, worker.task = worker.task, None
@@ -296,18 +433,20 @@ class WorkerPool:
         self._pending.appendleft(task)
 
     def close(self) -> None:
-        """Stop every worker, local processes included, and release the socket."""
-        for identity in self.workers:
-            self.socket.send_multipart([identity, *encode("stop")], flags=zmq.NOBLOCK)
+        """Stop every worker, local processes included, and release the socket and private files."""
+        for identity, worker in self.workers.items():
+            self._send(identity, "stop", session=worker.session)
         known = {worker.pid for worker in self.workers.values()}
         for process in self.processes:
             try:
-                process.wait(5 if process.pid in known else 0)  # a dropped one has no way to hear stop
+                process.wait(5 if process.pid in known else 0)  # a dropped one may be hung
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self.socket.close()
+        self.socket.close(linger=1000)  # time for the stops to leave
         self.context.term()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> "WorkerPool":
         return self
@@ -316,102 +455,266 @@ class WorkerPool:
         self.close()
 
 
-def _spawn(address: str) -> subprocess.Popen:
-    """A local worker process; in its own session, so a Ctrl-C meant for the trainer spares it.
-    It registers the device models registered here, by reference (`--device NAME=MODULE:FUNCTION`)."""
+def _private_folder(secret: bytes, workload: tuple) -> Path:
+    """A new directory only this user can enter (mkdtemp: mode 0700), holding the local workers'
+    secret and the trainer's (model, inputs), each created anew with mode 0600."""
+    folder = Path(tempfile.mkdtemp(prefix="torch-tier-workers-"))
+    with os.fdopen(os.open(folder / "worker.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(secret)
+    with os.fdopen(os.open(folder / "model.pt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        torch.save(workload, f)
+    return folder
+
+
+def _spawn(address: str, folder: Path) -> subprocess.Popen:
+    """A local worker process, given the secret and the model in `folder`; in its own session, so
+    a Ctrl-C meant for the trainer spares it, and told the trainer's pid, so it dies with it. It
+    registers the device models registered here, by reference (`--device NAME=MODULE:FUNCTION`)."""
     devices_args = [arg for name, ref in devices.registered_references().items() for arg in ("--device", f"{name}={ref}")]
-    return subprocess.Popen([sys.executable, "-m", "torch_tier.cli", "worker", "--connect", address, *devices_args],
+    return subprocess.Popen([sys.executable, "-m", "torch_tier.cli", "worker", "--connect", address,
+                             "--secret", str(folder / "worker.key"), "--model-file", str(folder / "model.pt"),
+                             "--parent", str(os.getpid()), *devices_args],
                             stdout=subprocess.DEVNULL, start_new_session=True)
 
 
-class Worker:
-    """The worker's side: holds the job's model and times the placements it is sent."""
+def load_given_model(path: Path) -> tuple[torch.nn.Module, tuple]:
+    """The (model, inputs) a trainer saved for its local workers: unpickled only from a file of
+    this user's that no one else can write, as the trainer's private folder holds."""
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as f:
+        info = os.fstat(f.fileno())
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise ValueError(f"{path}: a model file must be this user's and writable by no one else")
+        model, inputs = torch.load(f, weights_only=False)
+    return model, inputs if isinstance(inputs, tuple) else (inputs,)
 
-    def __init__(self, address: str):
+
+# --- the worker's side ------------------------------------------------------------
+
+class Worker:
+    """The worker's side: connects to a trainer, builds (or is given) the job's model and times the
+    placements it is sent. It acts only on messages tagged with `secret`, builds only zoo models and
+    the functions in `allowed_models`, and sends a heartbeat every HEARTBEAT_INTERVAL seconds, also
+    while it builds or times (which happen on a thread of their own).
+
+    model: the (model, inputs) to time instead of building the job's spec (a local worker's).
+    parent: the pid of the trainer that started this worker: it exits when that process is gone.
+    """
+
+    def __init__(self, address: str, secret: bytes, allowed_models: Iterable[str] = (),
+                 model: tuple[torch.nn.Module, tuple] | None = None, parent: int | None = None):
+        self.secret = secret
+        self.allowed_models = set(allowed_models)
+        self.given = model
+        self.parent = parent
+        if parent is not None:
+            _die_with_parent()
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(address)
-        self.job: dict | None = None
-        self.model: torch.nn.Module | None = None
+        wire.bound(self.socket, MAX_TO_WORKER)
+        try:
+            self.socket.connect(address)
+        except zmq.ZMQError as err:
+            self.socket.close()
+            self.context.term()
+            raise ValueError(f"cannot connect to {address!r}: {err}") from None
+        self.nonce: str | None = secrets.token_hex(16)  # of the hello awaiting its job
+        self.session: str | None = None
+        self.job: dict[str, Any] | None = None
+        self.model: torch.nn.Module | None = None  # the job's, once built
         self.inputs: tuple = ()
+        self.stopped = False
+        self._next_beat = 0.0
+        self._timer = _Timer()
 
     def serve(self) -> None:
-        """Answer messages until the trainer says stop."""
-        self._send("hello", pid=os.getpid(), host=socket.gethostname())
-        while True:
-            if not self.socket.poll(int(PING_INTERVAL * 1000)):
-                self._send("ping", fingerprint=self.job["fingerprint"] if self.job else None)
-                continue
-            try:
-                header, payload = decode(self.socket.recv_multipart())
-                if header["type"] == "stop":
-                    return
-                self._handle(header, payload)
-            except ProtocolError as err:
-                log.warning("rejected a message from the trainer: %s", err)
-                task = {"id": err.task} if isinstance(err, _TaskError) else {}
-                self._send("rejected", reason=str(err), **task)
+        """Answer the trainer until it says stop, or (a local worker) until the trainer is gone."""
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._timer.wake, zmq.POLLIN)
+        while not self.stopped:
+            if time.monotonic() >= self._next_beat:
+                self._beat()
+                self._next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+            ready = dict(poller.poll(max(0, int((self._next_beat - time.monotonic()) * 1000))))
+            if self.socket in ready:
+                self.receive(wire.receive(self.socket, keep=2))
+            if self._timer.wake in ready:
+                for done in self._timer.collect():
+                    self._finish(*done)
 
-    def _handle(self, header: dict, payload: bytes | None) -> None:
-        if header["type"] == "job":
-            self._load(header, payload)
-        elif header["type"] == "evaluate":
-            self._evaluate(header)
-        else:
-            raise ProtocolError(f"{header['type']} is a worker-to-trainer message")
-
-    def _load(self, header: dict, payload: bytes) -> None:
+    def receive(self, frames: list[bytes]) -> bool:
+        """Act on one message: True if it was acted on; False if it was rejected, which is logged
+        (and, for a message of this worker's session, answered with `rejected`)."""
         try:
-            model, inputs = torch.load(io.BytesIO(payload), weights_only=False)
-        except Exception as err:
-            raise ProtocolError(f"cannot load the job's model: {err!r}") from err
-        if fingerprint(model) != header["fingerprint"]:
-            raise ProtocolError(f"job model's fingerprint is {fingerprint(model)}, "
-                                f"the job says {header['fingerprint']}")
-        self.job, self.model, self.inputs = header, model.eval(), tuple(inputs)
-        torch.set_num_threads(max(1, header["threads"]))
-        self._send("ready", fingerprint=header["fingerprint"])
+            body = wire.unseal(self.secret, wire.TO_WORKER, frames)
+        except WireError as err:
+            log.warning("ignored a message: %s", err)
+            return False
+        try:
+            self._handle(check_message(body, TO_WORKER))
+        except WireError as err:
+            log.warning("rejected a message from the trainer: %s", err)
+            if self.session is not None and isinstance(body, dict) and body.get("session") == self.session:
+                task = body.get("id") if body.get("type") == "evaluate" and type(body.get("id")) is int else None
+                self._send("rejected", session=self.session, reason=str(err)[:MAX_REASON], id=task)
+            return False
+        return True
 
-    def _evaluate(self, header: dict) -> None:
-        if self.job is None or header["fingerprint"] != self.job["fingerprint"]:
-            raise _TaskError(header["id"], f"task {header['id']} is for model {header['fingerprint']}, "
-                                           f"this worker holds {self.job and self.job['fingerprint']}")
-        placements, nodes = header["placements"], len(self.job["nodes"])
-        well_formed = placements and all(
-            isinstance(placement, list) and len(placement) == nodes and
-            all(isinstance(p, list) and len(p) == 2 and all(t in (0, 1) for t in p) for p in placement)
-            for placement in placements)
-        if not well_formed or header["repeats"] < 1:
-            raise _TaskError(header["id"], f"task {header['id']}: expected placements of {nodes} "
-                                           f"[weight, activation] pairs of 0/1 and repeats >= 1")
-        samples = []
+    def _beat(self) -> None:
+        """A heartbeat: hello until a job comes, ping after; a local worker first checks its parent."""
+        if self.parent is not None and os.getppid() != self.parent:
+            log.warning("the trainer (process %d) is gone; exiting", self.parent)
+            self.stopped = True
+        elif self.session is None:
+            self._send("hello", pid=os.getpid(), host=socket.gethostname(), nonce=self.nonce)
+        else:
+            self._send("ping", session=self.session)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "reset":
+            self._reset()
+        elif kind == "job":
+            self._take(message)
+        elif self.session is None or message["session"] != self.session:
+            raise WireError(f"{kind} for another session")
+        elif kind == "stop":
+            self.stopped = True
+        else:
+            self._evaluate(message)
+
+    def _reset(self) -> None:
+        log.info("the trainer does not know this worker; saying hello again")
+        self.nonce, self.session, self.job, self.model = secrets.token_hex(16), None, None, None
+        self._next_beat = 0.0
+
+    def _take(self, job: dict[str, Any]) -> None:
+        """Open the job's session, then build its model on the timing thread (`ready` follows)."""
+        if self.nonce is None or job["nonce"] != self.nonce:
+            raise WireError("a job answering another hello (its nonce is not this worker's)")
+        self.nonce, self.session, self.job, self.model = None, job["session"], job, None
+        spec = job["model"]
+        if self.given is None and spec is None:
+            raise WireError("the job has no model spec and this worker was given no model (a trainer "
+                            "called with a model object: give it a ModelSpec, see README, Remote workers)")
+        if self.given is None and spec["name"] not in zoo.names() and spec["name"] not in self.allowed_models:
+            raise WireError(f"model {spec['name']!r} is neither a zoo model nor allowed by --allow-model")
+        self._timer.submit(self.session, "load", self._load, job)
+
+    def _load(self, job: dict[str, Any]) -> tuple[torch.nn.Module, tuple]:
+        """(On the timing thread.) The job's model and inputs, built or given, if its fingerprint is the job's."""
+        torch.set_num_threads(job["threads"])  # here: the thread that runs the model
+        if self.given is not None:
+            model, inputs = self.given
+        else:
+            workload = zoo.resolve(job["model"]["name"], **job["model"]["size"])
+            model, inputs = workload.model, workload.inputs
+        if fingerprint(model) != job["fingerprint"]:
+            raise ValueError(f"this worker's model is {fingerprint(model)}, the job's is {job['fingerprint']}")
+        return model.eval(), inputs if isinstance(inputs, tuple) else (inputs,)
+
+    def _evaluate(self, task: dict[str, Any]) -> None:
+        if self.model is None or self._timer.busy:
+            raise WireError(f"task {task['id']}: this worker is {'busy' if self.model else 'not ready'}")
+        if task["fingerprint"] != self.job["fingerprint"]:
+            raise WireError(f"task {task['id']} is for model {task['fingerprint']}, "
+                            f"this worker holds {self.job['fingerprint']}")
+        lengths = {len(placement) for placement in task["placements"]}
+        if not task["placements"] or lengths != {len(self.job["nodes"])}:
+            raise WireError(f"task {task['id']}: placements of {sorted(lengths)} [weight, activation] pairs "
+                            f"for {len(self.job['nodes'])} nodes")
+        self._timer.submit(self.session, task["id"], self._time, task["placements"], task["repeats"])
+
+    def _time(self, placements: list[list[list[int]]], repeats: int) -> list[list[float]]:
+        """(On the timing thread.) For each placement in turn, the samples of `repeats` timed forwards."""
+        job, samples = self.job, []
         for placement in placements:
-            policy = Policy(self.job["fingerprint"], self.job["model_name"],
+            policy = Policy(job["fingerprint"], job["model_name"],
                             nodes={path: Placement(TIER_NAMES[w], TIER_NAMES[a])
-                                   for path, (w, a) in zip(self.job["nodes"], placement)})
-            try:
-                result = measure(self.model, self.inputs, policy, pm=self.job["pm"], repeats=header["repeats"],
-                                 warmup=self.job["warmup"])
-            except Exception as err:  # the trainer re-queues it, and gives up after MAX_ATTEMPTS
-                raise _TaskError(header["id"], f"task {header['id']} failed: {err!r}") from err
-            samples.append(list(result.samples))
-        self._send("result", id=header["id"], fingerprint=self.job["fingerprint"], samples=samples)
+                                   for path, (w, a) in zip(job["nodes"], placement)})
+            samples.append(list(measure(self.model, self.inputs, policy, pm=job["pm"], repeats=repeats,
+                                        warmup=job["warmup"]).samples))
+        return samples
+
+    def _finish(self, session: str, tag: str | int, outcome: Any, error: Exception | None) -> None:
+        """Report what the timing thread did for `session` (forgotten if the session has changed)."""
+        if session != self.session:
+            return
+        if tag == "load" and error is None:
+            self.model, self.inputs = outcome
+            self._send("ready", session=session, fingerprint=self.job["fingerprint"])
+        elif tag == "load":
+            self._send("rejected", session=session, reason=f"cannot build the job's model: {error!r}"[:MAX_REASON],
+                       id=None)
+        elif error is None:
+            self._send("result", session=session, id=tag, fingerprint=self.job["fingerprint"], samples=outcome)
+        else:  # the trainer re-queues it, and gives up after MAX_ATTEMPTS
+            self._send("rejected", session=session, reason=f"task {tag} failed: {error!r}"[:MAX_REASON], id=tag)
 
     def _send(self, kind: str, **fields: Any) -> None:
+        body = {"protocol": PROTOCOL, "type": kind, **fields}
         try:
-            self.socket.send_multipart(encode(kind, **fields), flags=zmq.NOBLOCK)
-        except zmq.Again:  # no trainer connected yet: the next ping tries again
+            self.socket.send_multipart(wire.seal(self.secret, wire.TO_TRAINER, body), flags=zmq.NOBLOCK)
+        except zmq.Again:  # no trainer connected yet: the next heartbeat tries again
             pass
 
     def close(self) -> None:
+        self._timer.close()
         self.socket.close()
         self.context.term()
 
 
-class _TaskError(ProtocolError):
-    """A rejected task: the trainer is told which, so it can re-queue it."""
+class _Timer:
+    """The worker's one thread for slow calls (building the model, timing), so that its socket
+    thread keeps the heartbeat going; each finished call waits in a queue, and `wake` (a pipe)
+    becomes readable. One thread for every call: torch's intra-op pool and tier state stay put."""
 
-    def __init__(self, task: int, reason: str):
-        super().__init__(reason)
-        self.task = task
+    def __init__(self) -> None:
+        self.wake, self._signal = os.pipe()
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        threading.Thread(target=self._run, name="torch-tier-timing", daemon=True).start()
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    def submit(self, session: str, tag: str | int, call: Callable[..., Any], *args: Any) -> None:
+        self._pending += 1
+        self._calls.put((session, tag, call, args))
+
+    def collect(self) -> list[tuple[str, str | int, Any, Exception | None]]:
+        """The calls finished since the last collect: (session, tag, outcome, error)."""
+        os.read(self.wake, 4096)
+        done = []
+        while not self._done.empty():
+            done.append(self._done.get())
+        self._pending -= len(done)
+        return done
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            session, tag, function, args = call
+            try:
+                self._done.put((session, tag, function(*args), None))
+            except Exception as err:  # reported to the trainer, which re-queues the task
+                self._done.put((session, tag, None, err))
+            try:
+                os.write(self._signal, b"!")
+            except OSError:  # the worker closed: no one is listening
+                break
+        os.close(self._signal)
+
+    def close(self) -> None:
+        """End the thread once its current call returns."""
+        self._calls.put(None)
+        os.close(self.wake)
+
+
+def _die_with_parent() -> None:
+    """Have the kernel end this process when its parent exits (Linux's PR_SET_PDEATHSIG); elsewhere
+    the heartbeat's check of the parent's pid does it."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
