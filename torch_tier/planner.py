@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from torch_tier import _planner
 from torch_tier.lifetimes import peak_live_bytes
 
 DEFAULT_TIME_LIMIT = 10.0  # seconds
+INT64_MAX = 2**63 - 1  # the solver's integers: every time, size, offset and peak must fit
 
 BufferId = str | int
 
@@ -118,8 +121,10 @@ def solve(buffers: Iterable[Buffer], capacity: int | None = None,
     """
     buffers = tuple(buffers)
     check_buffers(buffers)
-    if capacity is not None and (not _is_int(capacity) or capacity < 0):
-        raise PlanError(f"capacity must be a non-negative integer, got {capacity!r}")
+    if capacity is not None and (not _is_int(capacity) or not 0 <= capacity <= INT64_MAX):
+        raise PlanError(f"capacity must be an integer in [0, 2**63 - 1], got {capacity!r}")
+    if not time_limit >= 0:  # NaN too
+        raise PlanError(f"time limit must be a non-negative number of seconds, got {time_limit!r}")
     # Zero-sized buffers take no space: they sit at offset 0 and skip the solver.
     sized = [i for i, b in enumerate(buffers) if b.size > 0]
     raw = _planner.plan_offsets([int(buffers[i].lower) for i in sized],
@@ -157,13 +162,18 @@ def _no_plan_message(raw: dict, capacity: int | None, time_limit: float) -> str:
 
 
 def check_buffers(buffers: Sequence[Buffer]) -> None:
-    """Raises ``PlanError`` naming the first buffer that is not well formed or reuses an id."""
+    """Raises ``PlanError`` naming the first buffer that is not well formed or reuses an id, or
+    saying that the sizes, each padded to its alignment, add up to more than int64 holds (a plan's
+    peak can reach that sum, and the solver's integers are int64)."""
     seen: set[BufferId] = set()
+    total = 0
     for b in buffers:
         for field in ("lower", "upper", "size", "alignment"):
             if not _is_int(getattr(b, field)):
                 raise PlanError(f"buffer {b.id!r}: {field} must be an integer, "
                                 f"got {getattr(b, field)!r}")
+            if not -INT64_MAX - 1 <= getattr(b, field) <= INT64_MAX:
+                raise PlanError(f"buffer {b.id!r}: {field} {getattr(b, field)} is beyond int64")
         if b.upper <= b.lower:
             raise PlanError(f"buffer {b.id!r}: empty or negative lifetime [{b.lower}, {b.upper})")
         if b.size < 0:
@@ -173,6 +183,10 @@ def check_buffers(buffers: Sequence[Buffer]) -> None:
         if b.id in seen:
             raise PlanError(f"duplicate buffer id {b.id!r}")
         seen.add(b.id)
+        total += (b.size + b.alignment - 1) if b.size else 0
+    if total > INT64_MAX:
+        raise PlanError(f"the buffers' sizes (padded to their alignments) add up to {total:,}, beyond "
+                        f"int64 ({INT64_MAX:,}): no arena could hold them")
 
 
 def _is_int(value: object) -> bool:
@@ -243,26 +257,32 @@ OPTIONAL_COLUMNS = ("alignment", "offset")  # an input "offset" column is ignore
 def read_csv(path: str | Path) -> list[Buffer]:
     """Reads buffers from a CSV file with a header naming at least ``id,lower,upper,size``.
 
-    Raises ``CsvError`` naming the file and line of the first problem: a
-    missing or unknown column, a wrong number of fields, a non-integer, an
-    empty or negative lifetime, a negative size or time, or a duplicate id.
+    Raises ``CsvError`` naming the file and line of the first problem: text
+    that is not UTF-8, malformed CSV (e.g. a field over the csv module's limit
+    of 128 KiB), a missing or unknown column, a wrong number of fields, a
+    non-integer or one beyond int64, an empty or negative lifetime, a negative
+    size or time, or a duplicate id.
     """
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
-        columns = _check_header(path, header)
         buffers: list[Buffer] = []
         first_line: dict[str, int] = {}
-        for row in reader:
-            if not any(field.strip() for field in row):
-                continue
-            where = f"{path}:{reader.line_num}"
-            buffer = _parse_row(where, row, columns)
-            if buffer.id in first_line:
-                raise CsvError(f"{where}: duplicate id {buffer.id!r} "
-                               f"(first on line {first_line[buffer.id]})")
-            first_line[buffer.id] = reader.line_num
-            buffers.append(buffer)
+        try:
+            columns = _check_header(path, next(reader, None))
+            for row in reader:
+                if not any(field.strip() for field in row):
+                    continue
+                where = f"{path}:{reader.line_num}"
+                buffer = _parse_row(where, row, columns)
+                if buffer.id in first_line:
+                    raise CsvError(f"{where}: duplicate id {buffer.id!r} "
+                                   f"(first on line {first_line[buffer.id]})")
+                first_line[buffer.id] = reader.line_num
+                buffers.append(buffer)
+        except UnicodeDecodeError as err:
+            raise CsvError(f"{path}: not UTF-8 text ({err.reason}, after line {reader.line_num})") from None
+        except csv.Error as err:
+            raise CsvError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
     return buffers
 
 
@@ -303,10 +323,18 @@ def _parse_row(where: str, row: list[str], columns: dict[str, int]) -> Buffer:
 
 
 def _parse_int(where: str, column: str, text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise CsvError(f"{where}: {column} {text.strip()!r} is not an integer") from None
+    """An integer field: ASCII digits with an optional minus sign, within int64."""
+    text = text.strip()
+    shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text):,} characters)"
+    if not _INTEGER.fullmatch(text):
+        raise CsvError(f"{where}: {column} {shown} is not an integer")
+    value = int(text) if len(text) <= 20 else INT64_MAX + 1
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise CsvError(f"{where}: {column} {shown} is beyond int64")
+    return value
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def write_csv(path: str | Path, plan: Plan) -> None:
@@ -328,10 +356,14 @@ def summary(plan: Plan) -> str:
     over = (plan.peak / plan.lower_bound - 1) * 100 if plan.lower_bound else 0.0
     if plan.optimal:
         optimal = "yes (proven)"
+    elif plan.stats.search_skipped:
+        optimal = "not proven (too many buffers for the exact search: the best greedy plan)"
     elif plan.stats.timed_out:
         optimal = "not proven (time limit reached)"
-    else:
+    elif plan.capacity is not None:
         optimal = "not proven (a plan within the capacity was the goal)"
+    else:
+        optimal = "not proven"
     capacity = f" within capacity {plan.capacity:,}" if plan.capacity is not None else ""
     s = plan.stats
     return "\n".join([
@@ -363,10 +395,21 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit every buffer below N bytes (default: minimise the peak)")
     parser.add_argument("--out", metavar="OUT.csv",
                         help="write the plan here (with an offset column)")
-    parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, metavar="S",
+    parser.add_argument("--time-limit", type=_seconds, default=DEFAULT_TIME_LIMIT, metavar="S",
                         help=f"seconds to search (default {DEFAULT_TIME_LIMIT:g}); the best "
                              "plan so far is returned when they run out")
     parser.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    """--time-limit: a non-negative number of seconds (inf: as long as it takes)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if math.isnan(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text!r}")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -374,6 +417,9 @@ def run(args: argparse.Namespace) -> int:
 
     Returns the exit code: 0 on success, 1 if there is no plan, 2 on bad input.
     """
+    if args.out and Path(args.out).is_dir():  # found now, not after the search
+        print(f"torch-tier plan: --out {args.out} is a directory, not a file", file=sys.stderr)
+        return 2
     try:
         buffers = read_csv(args.input)
     except (CsvError, OSError) as e:
@@ -385,7 +431,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"torch-tier plan: {e}", file=sys.stderr)
         return 1 if isinstance(e, NoPlanError) else 2
     if args.out:
-        write_csv(args.out, plan)
+        try:
+            write_csv(args.out, plan)
+        except OSError as e:
+            print(f"torch-tier plan: cannot write --out {args.out}: {e.strerror}", file=sys.stderr)
+            return 2
     print(summary(plan))
     return 0
 
