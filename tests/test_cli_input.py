@@ -1,4 +1,4 @@
-"""`torch-tier plan` on bad input: a one-line error naming the file, field or
+"""`torch-tier plan` and `torch-tier fit` on bad input: a one-line error naming the file, field or
 flag and exit code 2, never a traceback (issue 12, part C)."""
 
 import os
@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torch_tier import planner
+from torch_tier.fit import cli as fit_cli
 from torch_tier.planner import Buffer, CsvError, Plan, PlanError, SearchStats
 
 HEADER = "id,lower,upper,size\n"
@@ -86,3 +87,34 @@ def test_fuzz_plan_reader_rejects_with_the_file_or_reads(data):
             assert str(err).startswith(path) and "\n" not in str(err).rstrip()
             return
         planner.solve(buffers, time_limit=0.05)  # what it read, the solver takes
+
+
+# --- torch-tier fit --------------------------------------------------------------------------
+
+
+def _fit(capsys, *argv: str) -> tuple[int, str]:
+    try:
+        code = fit_cli.main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--generator", "trace:/nonexistent/t.json"], "cannot read the trace (No such file or directory)"),
+    (["--generator", "bogus"], "unknown generator 'bogus'"),
+    (["--page-size", "0"], "argument --page-size: must be at least 10, got 0"),
+    (["--runs", "0"], "argument --runs: must be at least 1, got 0"),
+    (["--episodes", "0"], "argument --episodes: must be at least 1"),
+    (["--history", "-1"], "argument --history: must be at least 0"),
+])
+def test_fit_rejects_bad_input_cleanly(capsys, argv, message):
+    code, err = _fit(capsys, "--agent", "none", *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_fit_rejects_a_malformed_trace(capsys, tmp_path):
+    trace = tmp_path / "t.json"
+    trace.write_text('{"version": 1, "events": [{"id": 0, "size": 8}]}')
+    code, err = _fit(capsys, "--agent", "none", "--generator", f"trace:{trace}")
+    assert code == 2 and "a trace event lacks field 'op'" in err
