@@ -19,7 +19,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torch_tier import zoo
+from torch_tier import cli, zoo
 from torch_tier.trainer import ModelSpec, wire
 from torch_tier.trainer import workers as workers_module
 from torch_tier.trainer.fitness import measured
@@ -124,6 +124,22 @@ def test_worker_cli_refuses_a_missing_secret_cleanly(tmp_path):
     run = subprocess.run([sys.executable, "-m", "torch_tier.cli", "worker", "--connect", "tcp://127.0.0.1:9",
                           "--secret", str(tmp_path / "none.key")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "none.key: no key file" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_train_creates_its_secret_where_secret_says_and_refuses_one_open_to_others(tmp_path, capsys):
+    key = tmp_path / "keys" / "trainer.key"
+    argv = ["train", "no-such-model", "--fitness", "measured", "--workers", "tcp://127.0.0.1:0",
+            "--secret", str(key), "--out", str(tmp_path / "p.json")]
+    assert cli.main(argv) == 2  # the model: the flags, the secret first
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(wire.read_secret(key)) == 64
+    key.chmod(0o640)
+    assert cli.main(argv) == 2 and "open to others (mode 640)" in capsys.readouterr().err
+
+
+def test_a_worker_looks_for_the_secret_in_the_cache_without_a_flag(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_TIER_CACHE", str(tmp_path))
+    assert cli.main(["worker", "--connect", "tcp://127.0.0.1:9"]) == 2
+    assert f"{tmp_path / 'worker.key'}: no key file" in capsys.readouterr().err
 
 
 def test_remote_workers_need_a_model_spec(tiny):

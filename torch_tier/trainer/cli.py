@@ -63,8 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help=f"the trainer's key file, a copy readable by this user only (default {_KEY_FILE}, "
                              f"where a trainer on this machine and account creates it)")
     worker.add_argument("--allow-model", action="append", default=[], metavar="MODULE:FUNCTION",
-                        help="build this model function too when a trainer names it (zoo models always are); "
-                             "repeatable")
+                        help="build this model function too when a trainer names it, spelled as the trainer's "
+                             "MODEL (zoo models always are); repeatable")
     worker.add_argument("--model-file", type=Path, metavar="FILE",
                         help="time this saved (model, inputs) instead of building the trainer's MODEL: set by the "
                              "trainer for the local workers it starts (a file of this user's only)")
@@ -80,12 +80,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Train, then write the policy, its plot and the comparison table."""
     try:
+        workers = _workers(args)
         workload = build_workload(args)
     except (ValueError, TypeError) as err:
-        return fail("train", err)
-    try:
-        workers = _workers(args)
-    except ValueError as err:
         return fail("train", err)
     checkpoint = args.resume or args.checkpoint or args.out.with_suffix(".ckpt")
     graph = None if args.resume else capture_workload(workload, args)
