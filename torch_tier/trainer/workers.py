@@ -46,8 +46,9 @@ does not know (one of a trainer that was restarted) is told `reset` and says
 hello again.
 
 The trainer drops a worker whose message it rejects (re-queueing its task and
-telling it to stop), whose process exits, that sends no heartbeat for
-HEARTBEAT_TIMEOUT s, or that holds a task past the task timeout; training
+telling it to stop), and one whose process exits, that sends no heartbeat for
+HEARTBEAT_TIMEOUT s, or that holds a task past the task timeout (re-queueing
+its task; if it speaks again, it is told to say hello and rejoins); training
 goes on with the others. Results must have one sample per timed forward of each placement,
 each within [MIN_RATIO, MAX_RATIO] times the trainer's own all-DRAM forward
 time (and within [MIN_SECONDS, MAX_SECONDS]).
@@ -310,7 +311,7 @@ class WorkerPool:
             self._handle(identity, check_message(body, TO_TRAINER))
         except WireError as err:
             if identity in self.workers:
-                self._drop(identity, f"rejected its message: {err}")
+                self._drop(identity, f"rejected its message: {err}", stop=True)
             else:
                 log.warning("rejected a message from peer %s: %s", identity.hex()[:16], err)
             return False
@@ -415,10 +416,12 @@ class WorkerPool:
             elif now - worker.since > limit and (worker.task is not None or worker.state == "loading"):
                 self._drop(identity, f"no answer in {limit:.0f} s")
 
-    def _drop(self, identity: bytes, reason: str) -> None:
-        """Forget a worker, tell it to stop and re-queue its task."""
+    def _drop(self, identity: bytes, reason: str, stop: bool = False) -> None:
+        """Forget a worker and re-queue its task; `stop`: tell it to stop too (one that sent a message
+        rejected; one that was only slow or quiet is told to say hello again if it speaks again)."""
         worker = self.workers.pop(identity)
-        self._send(identity, "stop", session=worker.session)
+        if stop:
+            self._send(identity, "stop", session=worker.session)
         if worker.task is not None:
             log.warning("worker %s lost (%s); task %d re-queued", identity.hex()[:16], reason, worker.task)
             self._pending.appendleft(worker.task)
