@@ -423,8 +423,10 @@ def test_local_workers_exit_when_their_trainer_is_killed(tmp_path):
         model, inputs = small_cnn()
         nodes = [name for name, _ in model.named_modules()]
         pool = WorkerPool(Job.of(model, (inputs,), "cnn", nodes, "sim:optane-100", 0), local=2)
+        folder = pool._folder
         while sum(w.state == "ready" for w in pool.workers.values()) < 2:
             pool.poll(0.1)
+        assert not folder.exists()  # read by both: the model and secret files are gone
         print(" ".join(str(p.pid) for p in pool.processes), flush=True)
         time.sleep(600)
     """)

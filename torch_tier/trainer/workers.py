@@ -265,6 +265,7 @@ class WorkerPool:
         self._nonces: dict[str, bytes] = {}  # every hello's nonce, and who sent it
         self._folder = _private_folder(self.secret, job.workload) if local else None
         self.processes = [_spawn(self.address, self._folder) for _ in range(local)]
+        self._unread = {p.pid for p in self.processes}  # local workers that may not have read the folder yet
         self._slowest = 0.0
         self._tasks: list[Task] = []
         self._pending: deque[int] = deque()
@@ -359,6 +360,7 @@ class WorkerPool:
         if message["fingerprint"] != self.job.fingerprint:
             raise WireError(f"it built model {message['fingerprint']}, the job is {self.job.fingerprint}")
         worker.state = "ready"
+        self._forget_folder({worker.pid})
 
     def _accept(self, worker: _Worker, message: dict[str, Any]) -> None:
         if worker.task != message["id"]:
@@ -406,6 +408,7 @@ class WorkerPool:
     def _reap(self) -> None:
         """Drop workers whose process exited, that went quiet or that exceeded the timeout."""
         dead = {p.pid for p in self.processes if p.poll() is not None}
+        self._forget_folder(dead)
         limit = max(self.timeout, 10 * self._slowest)
         now = time.monotonic()
         for identity, worker in list(self.workers.items()):
@@ -427,6 +430,15 @@ class WorkerPool:
             self._pending.appendleft(worker.task)
         else:
             log.warning("worker %s lost (%s)", identity.hex()[:16], reason)
+
+    def _forget_folder(self, done: set[int]) -> None:
+        """Note local workers `done` with the private folder (ready: they read it; or exited), and
+        delete it once every one is: its model and secret do not outlive the need, even if the
+        trainer is then killed."""
+        self._unread -= done
+        if self._folder is not None and not self._unread:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
 
     def _retry(self, worker: _Worker, why: str) -> None:
         task, worker.task = worker.task, None
