@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <climits>
 
 #include "dram_backend.h"
 
@@ -61,6 +62,7 @@ TieringAllocator::Counters& TieringAllocator::my_counters() noexcept {
   for (int i = 1; i < kMaxThreads; ++i) {
     if (!counters_[i].in_use.load(std::memory_order_relaxed)) {
       counters_[i].in_use.store(true, std::memory_order_relaxed);
+      for (auto& high : counters_[i].own_high) high.store(INT64_MIN, std::memory_order_relaxed);  // a new thread's
       if (counters_used_.load(std::memory_order_relaxed) <= i) counters_used_.store(i + 1, std::memory_order_release);
       mine = &counters_[i];
       t_handle.counters = mine;
@@ -95,10 +97,20 @@ int64_t TieringAllocator::sum_live(Tier tier) const noexcept {
   return total;
 }
 
-void TieringAllocator::note_peak(Tier tier) noexcept {
-  // Exact when one thread allocates at a time; with several, within the
-  // blocks in flight. A read of the other threads' counters, no shared write
-  // unless the peak rises.
+void TieringAllocator::note_peak(Counters& me, Tier tier) noexcept {
+  // The tier's live bytes are summed over all threads only when this thread's
+  // own live bytes pass their last high: reading the others' counters (lines
+  // they keep writing) on every allocation would cost a cache miss per thread.
+  // Exact while one thread allocates at a time; with several, the peak is the
+  // highest sum seen as each thread reached its own highest.
+  const uint64_t epoch = peak_epoch_.load(std::memory_order_relaxed);
+  if (me.peak_epoch.load(std::memory_order_relaxed) != epoch) {
+    me.peak_epoch.store(epoch, std::memory_order_relaxed);
+    for (auto& high : me.own_high) high.store(INT64_MIN, std::memory_order_relaxed);
+  }
+  const int64_t mine = me.live[tier].load(std::memory_order_relaxed);
+  if (mine <= me.own_high[tier].load(std::memory_order_relaxed)) return;
+  me.own_high[tier].store(mine, std::memory_order_relaxed);
   const int64_t live = sum_live(tier);
   int64_t peak = peak_[tier].load(std::memory_order_relaxed);
   while (live > peak && !peak_[tier].compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
@@ -203,7 +215,7 @@ c10::DataPtr TieringAllocator::allocate(size_t n) {
   me.live[tier].fetch_add(static_cast<int64_t>(backend->block_bytes(ptr, n)), std::memory_order_relaxed);
   me.allocations[tier].fetch_add(1, std::memory_order_relaxed);
   t_allocated[tier] += static_cast<int64_t>(n);
-  note_peak(tier);
+  note_peak(me, tier);
   if (block.traced) record(tier, ptr, n, false);
   if (block.profiled) report_to_profiler(ptr, static_cast<int64_t>(n));
   return {ptr, ptr, &free_block, c10::Device(c10::DeviceType::CPU)};
@@ -385,6 +397,7 @@ TierStats TieringAllocator::stats(Tier tier) {
 }
 
 void TieringAllocator::reset_peaks() {
+  peak_epoch_.fetch_add(1, std::memory_order_relaxed);
   for (int t = 0; t < kNumTiers; ++t) peak_[t].store(sum_live(static_cast<Tier>(t)), std::memory_order_relaxed);
 }
 

@@ -68,6 +68,8 @@ class TieringAllocator final : public c10::Allocator {
     std::atomic<int64_t> allocations[kNumTiers];
     std::atomic<int64_t> fallbacks, failures;
     std::atomic<int64_t> blocks[kMaxBackends];  // live blocks per backend slot
+    std::atomic<int64_t> own_high[kNumTiers];   // live[t] when this thread last summed all threads' (owner only)
+    std::atomic<uint64_t> peak_epoch;           // reset_peaks() calls seen (owner only)
     std::atomic<bool> in_use;
   };
 
@@ -129,7 +131,7 @@ class TieringAllocator final : public c10::Allocator {
   uint8_t enter_slot(Counters& me, Tier* tier) noexcept;
   void release_block(Counters& me, uint8_t slot) noexcept;
   void* allocate_in(Counters& me, Tier tier, size_t n, BlockRecord* record);
-  void note_peak(Tier tier) noexcept;
+  void note_peak(Counters& me, Tier tier) noexcept;
   int64_t sum_live(Tier tier) const noexcept;
   uint8_t occupy_slot(Backend* backend);
   // The tier stops using `slot`; its backend goes when its last block does.
@@ -148,6 +150,7 @@ class TieringAllocator final : public c10::Allocator {
   std::array<Counters, kMaxThreads> counters_{};
   std::atomic<int> counters_used_{1};  // entries [0, counters_used_) may be in use
   std::array<std::atomic<int64_t>, kNumTiers> peak_{};
+  std::atomic<uint64_t> peak_epoch_{0};  // bumped by reset_peaks()
   std::mutex registry_mutex_;          // slots' lifetimes, threads joining and leaving, stats
 
   std::array<PlannedBackend*, kNumTiers> planned_{};  // the planned wrapper in use, if any
