@@ -125,9 +125,10 @@ def stats() -> dict[str, dict[str, int]]:
         counted as its backend holds it: the request rounded up to the
         backend's granularity (sim arena: 256-byte cells, so the pm tier's
         live_bytes is the arena's capacity minus its free bytes; memkind: the
-        size class jemalloc gives it; DRAM and planned slots: 64 bytes). The
-        peak is exact when one thread allocates at a time; threads allocating
-        at once may each miss the others' blocks still in flight.
+        size class jemalloc gives it; DRAM and planned slots: 64 bytes). Each
+        thread counts its own, summed here. The peak is exact while one thread
+        allocates at a time; with several at once it is the highest total seen
+        as each thread reached its own highest.
     allocations: blocks allocated so far.
     fallbacks (pm): allocations pm could not hold, served by DRAM instead.
     failures (pm): allocations pm could not hold that raised (on_full="error").
