@@ -9,7 +9,7 @@ Prints, measured in one run on this machine:
    with N blocks held.
 3. end-to-end inference of a ResNet-50 and BERT-base: plugin off, an all-DRAM policy, and
    every tensor on memkind's PMEM kind in /dev/shm (tmpfs: the same DRAM), modes interleaved
-   round by round so that drift on a shared machine hits all alike.
+   round by round in a shuffled order, so that drift on a shared machine hits all alike.
 
 Usage: python benchmarks/overhead.py [--rounds 5] [--quick] [--only alloc,planned,e2e]
 """
@@ -17,8 +17,10 @@ Usage: python benchmarks/overhead.py [--rounds 5] [--quick] [--only alloc,planne
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -55,11 +57,12 @@ def _in_session(pm: str, tier: int, fn):
         tiers.deactivate()
 
 
-def allocation_tables(rounds: int, quick: bool) -> list[str]:
+def allocation_tables(rounds: int, quick: bool, skip: set[str]) -> list[str]:
     columns = {"PyTorch default": None, "glibc": None, "torch-tier DRAM": ("sim", tiers.DRAM),
                "torch-tier sim arena": ("sim", tiers.PM)}
     if memkind.available():
         columns["torch-tier memkind"] = ("memkind:/dev/shm", tiers.PM)
+    columns = {name: setting for name, setting in columns.items() if name.split()[-1] not in skip}
     out = []
     for threads in [1] if quick else THREADS:
         out += [f"\n### {threads} thread{'s' * (threads > 1)}, ns per allocate + free (median of {rounds})\n",
@@ -76,8 +79,8 @@ def allocation_tables(rounds: int, quick: bool) -> list[str]:
                         cells.append(_time(size, allocator, threads, live, rounds, quick))
                     else:
                         pm, tier = setting
-                        cells.append(_in_session(pm, tier, lambda: _time(size, "torch-tier", threads, live, rounds,
-                                                                          quick)))
+                        cells.append(_in_session(pm, tier, partial(_time, size, "torch-tier", threads, live, rounds,
+                                                                   quick)))
                 out.append(f"| {human(size)} | {live:,} | " + " | ".join(f"{c:,.0f}" for c in cells) + " |")
     return out
 
@@ -85,7 +88,7 @@ def allocation_tables(rounds: int, quick: bool) -> list[str]:
 def planned_table(rounds: int) -> list[str]:
     rows = ["| slots overlapped and blocks held | ns per planned allocate + free |", "|---:|---:|"]
     for live in (1, 100, 10_000):
-        ns = statistics.median(_C.time_planned(live, 2_000) for _ in range(rounds))
+        ns = statistics.median(_C.time_planned(live, 500) for _ in range(rounds))
         rows.append(f"| {live:,} | {ns:,.0f} |")
     return rows
 
@@ -108,8 +111,11 @@ def latency_rows(name: str, workload: zoo.Workload, rounds: int, repeats: int) -
     if memkind.available():
         modes["all memkind:/dev/shm"] = ("pm", "memkind:/dev/shm")
     samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    order = list(modes.items())
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for mode, setting in modes.items():
+        shuffle(order)  # no mode always runs first or last in a round
+        for mode, setting in order:
             if setting is None:
                 samples[mode].append(time_forward(model, inputs, repeats))
                 continue
@@ -121,8 +127,9 @@ def latency_rows(name: str, workload: zoo.Workload, rounds: int, repeats: int) -
     rows = []
     for mode, values in samples.items():
         median = statistics.median(values)
-        spread = (max(values) - min(values)) / median * 100
-        rows.append(f"| {name} | {mode} | {median * 1e3:.1f} | ±{spread / 2:.1f}% | {median / off - 1:+.1%} | "
+        low, _, high = statistics.quantiles(values, n=4) if len(values) > 1 else (median, median, median)
+        spread = (high - low) / 2 / median * 100  # half the interquartile range: a busy machine's outliers aside
+        rows.append(f"| {name} | {mode} | {median * 1e3:.1f} | ±{spread:.1f}% | {median / off - 1:+.1%} | "
                     f"{median / dram - 1:+.1%} |")
     return rows
 
@@ -133,6 +140,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small models, one thread, few rounds (a smoke run)")
     parser.add_argument("--only", default="alloc,planned,e2e", help="sections to run (comma-separated)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads for the end-to-end runs (0: torch's)")
+    parser.add_argument("--skip", default="", help="allocate+free columns to leave out (comma-separated last words, "
+                        "e.g. memkind)")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     sections = set(args.only.split(","))
@@ -142,15 +151,15 @@ def main() -> None:
           f"memkind {'present' if memkind.available() else 'absent'}")
     if "alloc" in sections:
         print("\n## allocate + free")
-        print("\n".join(allocation_tables(rounds, args.quick)), flush=True)
+        print("\n".join(allocation_tables(rounds, args.quick, set(filter(None, args.skip.split(","))))), flush=True)
     if "planned" in sections:
         print("\n## planned backend\n")
         print("\n".join(planned_table(rounds)), flush=True)
     if "e2e" in sections:
-        size = dict(width=0.25, depth=0.25) if args.quick else {}
-        image = dict(image_size=64) if args.quick else {}
+        size = {"width": 0.25, "depth": 0.25} if args.quick else {}
+        image = {"image_size": 64} if args.quick else {}
         print("\n## inference latency (median over rounds)\n")
-        print("| model | mode | ms | spread | vs off | vs all-DRAM |\n|---|---|---:|---:|---:|---:|")
+        print("| model | mode | ms | ±IQR/2 | vs off | vs all-DRAM |\n|---|---|---:|---:|---:|---:|")
         for name, workload, repeats in (
             ("resnet50", zoo.build("resnet50", **size, **image), 3),
             ("bert-base", zoo.build("bert-base", **size), 3),

@@ -60,7 +60,8 @@ class TieringAllocator final : public c10::Allocator {
 
   static TieringAllocator& instance();
 
-  // One thread's counters (public only for the thread_local that points to them); index 0 is shared (threads past kMaxThreads, and
+  // One thread's counters (public only for the thread_local that points to
+  // them); index 0 is shared (threads past kMaxThreads, and
   // the totals of threads that have exited). Written with RMWs on the
   // owner's own cache lines; read (summed) by stats and lifetime checks.
   struct alignas(64) Counters {

@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from torch_tier import _C, memkind, tiers
 
 pytest.importorskip("expecttest", reason="op_db needs expecttest (pip install expecttest)")
-from torch.testing._internal.opinfo.core import SampleInput  # noqa: E402  (needs expecttest)
+from torch.testing._internal.opinfo.core import SampleInput  # needs expecttest
 
 if os.environ.get("CI") == "true" and not memkind.available():
     raise RuntimeError("CI=true but libmemkind0 is not installed: the memkind op_db run cannot run")
@@ -71,7 +71,7 @@ def _run(op, sample, seed: int):
 
 def _compare_all(pm: str) -> tuple[list[str], list[str], int, int]:
     """Mismatching ops, nondeterministic ops, ops compared, and outputs that landed in pm."""
-    from torch.testing._internal.common_methods_invocations import op_db  # noqa: F811
+    from torch.testing._internal.common_methods_invocations import op_db
 
     mismatched, nondeterministic, compared, in_pm = [], [], 0, 0
     for op in op_db:

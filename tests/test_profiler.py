@@ -24,7 +24,7 @@ def test_profile_memory_shows_the_forward_under_a_session(cnn):
 
 def test_only_blocks_allocated_while_profiling_report_their_free(cnn):
     """A tensor allocated before the profiler started frees silently, as with c10's own allocator."""
-    model, x = cnn
+    model, _ = cnn
     with tt.enable(tt.Policy.uniform(model, "pm", "pm"), model, pm="sim"):
         early = torch.empty(1 << 20)
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

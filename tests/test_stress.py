@@ -2,7 +2,8 @@
 closes sessions (sim tiers that fill to capacity, with fallbacks and with on_full="error", and
 memkind). The workers run transformers (no oneDNN ops: oneDNN frees its scratch buffers with
 whatever CPU allocator is registered when it frees them, so no allocator swap, torch-tier's or
-any other, is safe while another thread is inside a convolution; see README, Limits). Allocations race with enable() and close(): each must be served by a live backend
+any other, is safe while another thread is inside a convolution; see README, Limits).
+Allocations race with enable() and close(): each must be served by a live backend
 (the session's, or DRAM) and freed to it, outputs must stay bit-identical, and when all is freed
 every backend but DRAM is gone and the pm tier holds nothing.
 
@@ -86,7 +87,8 @@ def check_all_freed(pm_before: int, backends_before: int) -> None:
     assert tt.stats()["pm"]["live_bytes"] == pm_before
 
 
-@pytest.mark.parametrize("seconds", [pytest.param(8.0, id="quick"), pytest.param(120.0, id="long", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("seconds", [pytest.param(8.0, id="quick"),
+                                     pytest.param(120.0, id="long", marks=pytest.mark.slow)])
 def test_inference_while_sessions_come_and_go(seconds):
     pm_before, backends_before = tt.stats()["pm"]["live_bytes"], _C.live_backends()
     full_before = tt.stats()["pm"]["fallbacks"] + tt.stats()["pm"]["failures"]

@@ -68,7 +68,7 @@ def _repoint(tensors: list[torch.Tensor], storage: torch.UntypedStorage) -> None
             tensor.set_(storage, tensor.storage_offset(), tensor.size(), tensor.stride())
 
 
-def _by_storage(tensors: "list[tuple[torch.Tensor, int | None]]") -> "dict[int, tuple[int | None, list[torch.Tensor]]]":
+def _by_storage(tensors: list[tuple[torch.Tensor, int | None]]) -> dict[int, tuple[int | None, list[torch.Tensor]]]:
     """Tensors grouped by the storage they view (StorageImpl identity), each group with the
     tier of its first tensor: a storage shared by several owners goes where its first owner's goes."""
     groups: dict[int, tuple[int | None, list[torch.Tensor]]] = {}
