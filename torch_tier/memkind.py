@@ -7,15 +7,10 @@ memkind's jemalloc returns freed pages to the kind's file as they age
 (dirty_decay_ms, 10 s by default, by MADV_REMOVE and munmap), so a model
 whose activations come and go every forward faults them in again each time:
 4,400 page faults and 1.3x to 2x the time of the same forward in DRAM, on the
-same DRAM (tmpfs). And jemalloc places each large block at a random offset
-within its first page (cache_oblivious), which made ResNet-50's time on
-memkind vary from 0.89x to 1.16x of DRAM's from one process to the next
-(4K aliasing between a convolution's input and output, at random); glibc's
-large blocks all start at the same offset in their page. Before loading the
-library this module therefore sets memkind's jemalloc options
-(JEMK_MALLOC_CONF, see JEMALLOC_CONF) to keep freed pages for reuse and to
-start large blocks on a page boundary. The kind still holds no more than its
-max_size, and a JEMK_MALLOC_CONF set by the user comes after these and wins.
+same DRAM (tmpfs). Before loading the library this module therefore sets
+memkind's jemalloc options (JEMK_MALLOC_CONF, see JEMALLOC_CONF) to keep
+freed pages for reuse. The kind still holds no more than its max_size, and a
+JEMK_MALLOC_CONF set by the user comes after these and wins.
 """
 
 from __future__ import annotations
@@ -28,9 +23,8 @@ import cffi
 
 LIBRARY = "libmemkind.so.0"
 _MIN_PMEM_SIZE = 16 << 20
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,cache_oblivious:false"
-"""memkind's jemalloc options set before the library loads: never return freed pages, and
-start large blocks on a page boundary (no random offset)."""
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+"""memkind's jemalloc options set before the library loads: never return freed pages."""
 
 _CDEF = """
 typedef struct memkind *memkind_t;
