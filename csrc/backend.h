@@ -12,6 +12,7 @@ namespace torch_tier {
 
 constexpr size_t kAlignment = 64;     // DRAM blocks, as PyTorch's default CPU allocator
 constexpr size_t kPmAlignment = 256;  // slow-tier blocks: Optane's internal access granularity
+constexpr size_t kPageBytes = 4096;   // split blocks: each page is in one tier
 
 inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
@@ -29,6 +30,20 @@ class Backend {
   // the allocator's stats count).
   virtual size_t block_bytes(const void* ptr, size_t bytes) const noexcept { return round_up(bytes, kAlignment); }
   virtual std::string describe() const = 0;
+
+  // Split blocks (policy format 2): one page-aligned virtual range of `bytes`
+  // whose first `dram_bytes` (a whole number of kPageBytes, 0 < dram_bytes <
+  // bytes) are DRAM pages and the rest this backend's. A backend that can
+  // place page ranges of one mapping overrides all three (NUMA: mbind of the
+  // two ranges of one mmap; a file-backed heap or the sim arena: both parts
+  // mmap'd MAP_FIXED over one reserved range). can_split() false: the
+  // allocator raises an error naming describe(). A live split block occupies
+  // dram_bytes of DRAM and round_up(bytes, kPageBytes) - dram_bytes here.
+  virtual bool can_split() const noexcept { return false; }
+  // The block, or nullptr when either part cannot be had (full).
+  virtual void* allocate_split(size_t /*bytes*/, size_t /*dram_bytes*/) noexcept { return nullptr; }
+  // Takes back a block of `allocate_split(bytes, dram_bytes)`.
+  virtual void deallocate_split(void* /*ptr*/, size_t /*bytes*/, size_t /*dram_bytes*/) noexcept {}
 
   // Owners of a backend (the allocator's slot while it has live blocks, a
   // planned arena built on it) each hold a reference; the last one deletes
