@@ -92,7 +92,8 @@ def make(name: str, budgets: list[str], repeats: int, measure_limit: float) -> N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", default=zoo.names(), help=f"default: all ({', '.join(zoo.names())})")
+    forward = [name for name in zoo.names() if name not in zoo.GENERATION]
+    parser.add_argument("models", nargs="*", default=forward, help=f"default: all ({', '.join(forward)})")
     parser.add_argument("--budgets", nargs="+", default=list(BUDGETS))
     parser.add_argument("--repeats", type=int, default=3, help="timed inferences per policy (default 3)")
     parser.add_argument("--measure-limit", type=float, default=120.0, metavar="S",

@@ -32,7 +32,7 @@ def _build(name: str) -> zoo.Workload:
 
 def test_every_model_and_budget_is_shipped():
     shipped = {p.stem for p in FILES}
-    missing = {f"{m}-{b}" for m in zoo.names() for b in BUDGETS} - shipped
+    missing = {f"{m}-{b}" for m in zoo.names() if m not in zoo.GENERATION for b in BUDGETS} - shipped
     assert not missing, f"no shipped policy for {sorted(missing)}: run policies/make.py"
 
 

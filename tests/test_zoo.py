@@ -13,6 +13,8 @@ SMALL = {
     "gpt2": dict(batch=2, seq_len=16, width=0.25, depth=0.17),
     "llama": dict(batch=2, seq_len=16, width=0.25, depth=0.17),
     "dlrm": dict(batch=4, rows=1e-3, lookups=3),
+    "qwen2": dict(batch=2, seq_len=16, width=0.25, depth=0.09),
+    "mistral": dict(batch=2, seq_len=16, width=0.125, depth=0.07),
 }
 
 
@@ -44,7 +46,27 @@ def test_small_version_runs_a_forward(name):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", ["bert-base", "gpt2", "llama"])
+@pytest.mark.parametrize("name, count", [("qwen2", 494_032_768), ("mistral", 7_241_732_096)])
+def test_decoders_match_their_published_parameter_counts(name, count):
+    with torch.device("meta"):  # Mistral-7B would need 29 GB in float32
+        model, _ = zoo._ZOO[name]()
+    assert n_params(model) == count
+
+
+def test_a_transformers_directory_builds_its_causal_lm(tmp_path):
+    from transformers import Qwen2Config
+
+    Qwen2Config(vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1).save_pretrained(tmp_path)
+    w = zoo.resolve(str(tmp_path), seq_len=8)
+    assert type(w.model).__name__ == "Qwen2ForCausalLM" and w.inputs[0].shape == (1, 8)
+    assert "causal LM" in w.description
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-model"}')
+    with pytest.raises(ValueError, match="config.json"):
+        zoo.resolve(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["bert-base", "gpt2", "llama", "qwen2", "mistral"])
 def test_transformers_take_token_ids(name):
     (ids,) = zoo.build(name, **SMALL[name]).inputs
     assert ids.dtype == torch.long and ids.shape == (2, 16)

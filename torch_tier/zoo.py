@@ -8,20 +8,30 @@ build small versions of the same architecture:
 
 - ``wide_resnet101_2``, ``resnet50``: ``batch``, ``image_size``, ``width``
   (channel factor), ``depth`` (blocks-per-stage factor);
-- ``bert-base``, ``gpt2``, ``llama``: ``batch``, ``seq_len``, ``width``
-  (hidden-size factor), ``depth`` (layer-count factor);
+- ``bert-base``, ``gpt2``, ``llama``, ``qwen2``, ``mistral``: ``batch``,
+  ``seq_len``, ``width`` (hidden-size factor), ``depth`` (layer-count factor);
 - ``dlrm``: ``batch``, ``rows`` (embedding-table row factor), ``lookups``
   (indices per bag).
 
+The decoders (``gpt2``, ``llama``, ``qwen2``, ``mistral``, and any
+``transformers`` causal-LM directory given by path) also generate:
+``model.generate(*inputs, max_new_tokens=N)`` (``torch_tier.capture(...,
+generate=N)``). ``GENERATION`` names the entries made for generation only:
+their shipped policies are decode policies (``policies/generate/``), not
+single-forward ones. At ~0.5B parameters: ``qwen2`` at its default size, and
+``llama`` at ``width=1.75, depth=2`` (0.55B).
+
 ``build(name, **size)`` returns a :class:`Workload`; ``resolve(spec)`` also
-accepts a user's own ``pkg.module:function`` (what ``torch-tier profile
-MODEL`` takes).
+accepts a user's own ``pkg.module:function`` or a directory holding a
+``transformers`` ``config.json`` (what ``torch-tier profile MODEL`` takes).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -148,6 +158,7 @@ def resnet50(
 
 
 def _token_ids(vocab_size: int, max_len: int, batch: int, seq_len: int) -> Inputs:
+    """Random token ids (batch, seq_len), checked against the model's positions."""
     if seq_len > max_len:
         raise ValueError(f"seq_len {seq_len} exceeds the model's {max_len} positions")
     return (torch.randint(0, vocab_size, (batch, seq_len)),)
@@ -203,6 +214,81 @@ def llama(
     )
     ids = _token_ids(config.vocab_size, config.max_position_embeddings, batch, seq_len)
     return LlamaForCausalLM(config).eval(), ids
+
+
+def qwen2(
+    batch: int = 1, seq_len: int = 128, width: float = 1.0, depth: float = 1.0
+) -> tuple[nn.Module, Inputs]:
+    """Qwen2-0.5B's architecture (transformers Qwen2ForCausalLM); 494.0M params.
+
+    Qwen2-0.5B's config: hidden 896 (14 query heads of 64, 2 key/value heads),
+    SwiGLU MLP of 4864, 24 layers, a 151,936-token vocabulary whose embedding
+    the LM head shares, biases on the query/key/value projections.
+    """
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=151936,
+        hidden_size=14 * _scale(64, width, 2),
+        intermediate_size=_scale(4864, width, 8),
+        num_hidden_layers=_scale(24, depth),
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        use_cache=False,
+    )
+    ids = _token_ids(config.vocab_size, config.max_position_embeddings, batch, seq_len)
+    return Qwen2ForCausalLM(config).eval(), ids
+
+
+def mistral(
+    batch: int = 1, seq_len: int = 128, width: float = 1.0, depth: float = 1.0
+) -> tuple[nn.Module, Inputs]:
+    """Mistral-7B-v0.1's architecture (transformers MistralForCausalLM); 7241.7M params.
+
+    Hidden 4096 (32 query heads of 128, 8 key/value heads), SwiGLU MLP of
+    14336, 32 layers, 32k vocabulary, untied LM head, sliding-window attention
+    over 4096 tokens. At the default size it needs 29 GB in float32: build it
+    scaled (``width``, ``depth``) on a small machine.
+    """
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(
+        vocab_size=32000,
+        hidden_size=32 * _scale(128, width, 2),
+        intermediate_size=_scale(14336, width, 8),
+        num_hidden_layers=_scale(32, depth),
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        sliding_window=4096,
+        use_cache=False,
+    )
+    ids = _token_ids(config.vocab_size, config.max_position_embeddings, batch, seq_len)
+    return MistralForCausalLM(config).eval(), ids
+
+
+def causal_lm(path: str, batch: int = 1, seq_len: int = 128) -> tuple[nn.Module, Inputs]:
+    """Any ``transformers`` causal LM from a directory's ``config.json``, with random weights.
+
+    The architecture is what ``AutoModelForCausalLM`` builds for the config;
+    no weights are read (``torch_tier.from_pretrained`` loads a checkpoint).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read a transformers config.json ({e})") from None
+    try:
+        model = AutoModelForCausalLM.from_config(config)
+    except ValueError as e:
+        raise ValueError(f"{path}: {type(config).__name__} is not a causal language model ({e})") from None
+    max_len = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", seq_len)
+    return model.eval(), _token_ids(config.vocab_size, max_len, batch, seq_len)
 
 
 # --- DLRM --------------------------------------------------------------------
@@ -271,7 +357,10 @@ _ZOO: dict[str, Builder] = {
     "gpt2": gpt2,
     "llama": llama,
     "dlrm": dlrm,
+    "qwen2": qwen2,
+    "mistral": mistral,
 }
+GENERATION = ("qwen2", "mistral")  # made for generation: no single-forward policies shipped
 
 
 def names() -> list[str]:
@@ -292,19 +381,24 @@ def build(name: str, seed: int = 0, **size: Any) -> Workload:
 
 
 def resolve(spec: str, seed: int = 0, **size: Any) -> Workload:
-    """A zoo name, or a dotted path to a user's function returning ``(model, example_inputs)``.
+    """A zoo name, a directory holding a ``transformers`` ``config.json`` (a causal LM with
+    random weights, ``causal_lm``), or a dotted path to a user's function returning
+    ``(model, example_inputs)``.
 
     ``spec`` is ``pkg.module:function`` or ``pkg.module.function``; ``size``
     is passed to the function as keyword arguments.
     """
     if spec in _ZOO:
         return build(spec, seed, **size)
+    if (Path(spec) / "config.json").is_file():
+        return _workload(spec, functools.partial(causal_lm, spec), seed, size)
     return _workload(spec, _import_function(spec), seed, size)
 
 
 def _import_function(spec: str) -> Builder:
     module, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
-    problem = f"{spec!r} is neither a zoo model ({', '.join(_ZOO)}) nor a 'pkg.module:function' path"
+    problem = (f"{spec!r} is neither a zoo model ({', '.join(_ZOO)}), a directory with a config.json, "
+               f"nor a 'pkg.module:function' path")
     if not module or not attr:
         raise ValueError(problem)
     try:
@@ -329,5 +423,5 @@ def _workload(name: str, fn: Builder, seed: int, size: dict[str, Any]) -> Worklo
     if not isinstance(model, nn.Module) or not all(isinstance(t, torch.Tensor) for t in inputs):
         got = f"({type(model).__name__}, {', '.join(type(t).__name__ for t in inputs)})"
         raise TypeError(f"{name}: expected (nn.Module, tuple of tensors), got {got}")
-    description = (fn.__doc__ or name).strip().splitlines()[0]
+    description = (getattr(fn, "func", fn).__doc__ or name).strip().splitlines()[0]  # a partial's own function
     return Workload(name, model.eval(), inputs, description)
