@@ -43,6 +43,36 @@ def test_malformed_json_names_file_and_position(tmp_path):
         tt.Policy.load(path)
 
 
+def test_not_utf8_names_file(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"format": "torch-tier-policy", "model": {"name": "caf\xe9"}}'.encode("latin-1"))
+    with pytest.raises(PolicyError, match=rf"{path}: not UTF-8 text \(byte 54 is 0xe9\)"):
+        tt.Policy.load(path)
+
+
+def test_split_round_trip_saves_version_2(cnn, tmp_path):
+    model, _ = cnn
+    policy = tt.Policy.uniform(model, "pm", "dram", name="cnn")
+    policy.nodes["0"] = tt.Placement(0.375, "pm")
+    policy.nodes["3"] = tt.Placement("dram", 1 / 3)
+    policy.save(tmp_path / "p.json")
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["version"] == 2 and data["nodes"]["0"] == {"weight": {"dram": 0.375}, "activation": "pm"}
+    loaded = tt.Policy.load(tmp_path / "p.json")
+    assert loaded == policy and loaded.split
+    assert loaded.for_node("3").share("activation") == 1 / 3 and loaded.for_node("3").share("activation", "pm") == pytest.approx(2 / 3)
+
+
+def test_whole_policy_saves_version_1_and_version_1_loads(cnn, tmp_path):
+    model, _ = cnn
+    policy = tt.Policy.uniform(model, "pm", "dram")
+    policy.nodes["0"] = tt.Placement(1.0, 0)  # shares of 1 and 0 are the tiers themselves
+    assert policy.nodes["0"] == tt.Placement("dram", "pm") and not policy.split
+    policy.save(tmp_path / "p.json")
+    assert json.loads((tmp_path / "p.json").read_text())["version"] == 1
+    assert tt.Policy.load(tmp_path / "p.json") == policy
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(PolicyError, match="cannot read policy file"):
         tt.Policy.load(tmp_path / "nope.json")
@@ -50,7 +80,17 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"format": "other"}, "'format' is 'other'"),
-    ({"version": 2}, "unsupported version 2"),
+    ({"version": 3}, "unsupported version 3"),
+    ({"version": True}, "unsupported version True"),
+    ({"version": 1.0}, "unsupported version 1.0"),
+    ({"version": "1"}, "unsupported version '1'"),
+    ({"default": {"weight": {"dram": 1.5}}, "version": 2}, r"default.weight.dram: 1.5 is not a share"),
+    ({"nodes": {"0": {"activation": {"dram": -0.25}}}, "version": 2}, r"nodes\['0'\].activation.dram: -0.25"),
+    ({"nodes": {"0": {"weight": {"dram": True}}}, "version": 2}, r"nodes\['0'\].weight.dram: True is not a share"),
+    ({"nodes": {"0": {"weight": {"dram": "half"}}}, "version": 2}, r"weight.dram: 'half' is not a share"),
+    ({"nodes": {"0": {"weight": {"pm": 0.5}}}, "version": 2}, r"weight: a split must be \{\"dram\": share\}"),
+    ({"nodes": {"0": {"weight": 0.5}}, "version": 2}, r"nodes\['0'\].weight: 0.5: write a tier name, or a split"),
+    ({"nodes": {"0": {"weight": {"dram": 0.5}}}}, "split placements need version 2; the file says version 1"),
     ({"model": "x"}, "'model' must be an object"),
     ({"nodes": []}, "'nodes' must be an object"),
     ({"default": {"weight": "hbm"}}, r"default.weight: unknown tier 'hbm'"),

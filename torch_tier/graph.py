@@ -96,14 +96,15 @@ class TierGraph:
         )
 
     def footprint(self, policy: Policy) -> dict[str, int]:
-        """Peak bytes each tier holds under `policy`: its weights plus the peak of its live activations."""
-        weight_tier = [policy.placement_of(n.path).weight for n in self.nodes]
-        act_tier = [policy.placement_of(n.path).activation for n in self.nodes]
+        """Peak bytes each tier holds under `policy`: its weights plus the peak of its live activations
+        (of a split placement, the tier's exact share of the bytes, rounded once at the end)."""
+        places = [policy.placement_of(n.path) for n in self.nodes]
         out = {}
         for tier in TIER_NAMES:
-            weights = sum(n.weight_bytes for n, t in zip(self.nodes, weight_tier) if t == tier)
-            out[tier] = weights + peak_live_bytes((b.alloc, b.free, b.size) for b in self.buffers
-                                                  if act_tier[b.node] == tier)
+            weights = sum(n.weight_bytes * p.share("weight", tier) for n, p in zip(self.nodes, places))
+            shares = [p.share("activation", tier) for p in places]
+            out[tier] = round(weights + peak_live_bytes((b.alloc, b.free, b.size * shares[b.node])
+                                                        for b in self.buffers if shares[b.node]))
         return out
 
     def save(self, path: str | Path) -> None:

@@ -2,9 +2,11 @@
 
 - a Policy (policy.py): per node path, the tier of its weights and of its
   activations, by name: what is saved, loaded and run;
-- a placement *array*: int8, shape (nodes, 2), column 0 a node's weights,
+- a placement *array*: shape (nodes, 2), column 0 a node's weights,
   column 1 its activations, tiers.DRAM (0) or tiers.PM (1): what the
-  trainer searches and the cost model prices;
+  trainer searches and the cost model prices. int8 for whole placements;
+  float64 when any head is split, each entry then the share of the head's
+  bytes in PM (0 < share < 1 for a split), so a whole entry reads the same;
 - a decision *vector*: shape (2 * nodes,), every node's weights, then every
   node's activations: the MILP's variables and the columns of
   cost_model.GraphCosts.terms. ``items(graph)`` names its entries.
@@ -25,10 +27,10 @@ import numpy as np
 
 from .graph import TierGraph
 from .lifetimes import live_at_peaks
-from .policy import Placement, Policy
+from .policy import HEADS, Placement, Policy
 from .tiers import DRAM, PM, TIER_NAMES
 
-HEADS = ("weight", "activation")
+SHARE_DIGITS = 12  # a split's share as Policies carry it from an array: 1 - (1 - 0.3) is not 0.3 in binary
 Item = tuple[int, Literal["weight", "activation"]]  # (node index, which of its tensors): one decision
 
 
@@ -40,10 +42,24 @@ def items(graph: TierGraph) -> list[Item]:
 
 def to_array(graph: TierGraph, policy: Policy) -> np.ndarray:
     """`policy` over `graph`'s nodes as a placement array, as the policy says it (heads of
-    no bytes included: PlacementSpace.encode also pins those to DRAM)."""
+    no bytes included: PlacementSpace.encode also pins those to DRAM); float64 if any is split."""
     places = [policy.placement_of(node.path) for node in graph.nodes]
+    if any(p.split for p in places):
+        return np.array([[p.share(head, "pm") for head in HEADS] for p in places], dtype=float).reshape(-1, 2)
     return np.array([[TIER_NAMES.index(p.weight), TIER_NAMES.index(p.activation)] for p in places],
                     dtype=np.int8).reshape(-1, 2)
+
+
+def is_split(placement: np.ndarray) -> bool:
+    """Whether a placement array may hold splits (float64) rather than whole tiers (int8)."""
+    return np.asarray(placement).dtype.kind == "f"
+
+
+def placement_of(row: np.ndarray) -> Placement:
+    """One node's Placement from its row of a placement array (whole or split)."""
+    if not is_split(row):
+        return Placement(TIER_NAMES[row[0]], TIER_NAMES[row[1]])
+    return Placement(*(round(1.0 - float(pm), SHARE_DIGITS) for pm in row))
 
 
 def of_items(graph: TierGraph, pm: Iterable[Item]) -> np.ndarray:
@@ -95,8 +111,8 @@ class PlacementSpace:
         return int(self.mask.sum())
 
     def clean(self, placement: np.ndarray) -> np.ndarray:
-        """`placement` as int8 with every head of no bytes in DRAM."""
-        return np.where(self.mask, placement, DRAM).astype(np.int8)
+        """`placement` with every head of no bytes in DRAM: int8, or float64 if it may hold splits."""
+        return np.where(self.mask, placement, DRAM).astype(float if is_split(placement) else np.int8)
 
     def all_in(self, tier: int) -> np.ndarray:
         """Every real decision in `tier`."""
@@ -104,8 +120,7 @@ class PlacementSpace:
 
     def policy(self, placement: np.ndarray, **metadata: Any) -> Policy:
         """The Policy of a placement array (heads of no bytes in DRAM), with `metadata`."""
-        places = [Placement(TIER_NAMES[w], TIER_NAMES[a]) for w, a in self.clean(placement)]
-        return self.graph.policy(places, **metadata)
+        return self.graph.policy([placement_of(row) for row in self.clean(placement)], **metadata)
 
     def encode(self, policy: Policy) -> np.ndarray:
         """The clean placement array of `policy` over this graph's nodes."""
@@ -114,4 +129,4 @@ class PlacementSpace:
     @staticmethod
     def key(placement: np.ndarray) -> bytes:
         """A hashable identity of a (clean) placement, for caches and score tables."""
-        return np.ascontiguousarray(placement, dtype=np.int8).tobytes()
+        return np.ascontiguousarray(placement, dtype=float if is_split(placement) else np.int8).tobytes()

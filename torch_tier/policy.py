@@ -4,6 +4,12 @@ A node is a module path of the model (`""` is the model's own forward,
 `"layer1.0.conv1"` a leaf, `"encoder.layer.0.attention.self"` a module whose
 own code allocates). A module not listed takes the placement of the
 innermost listed module around it, and the default at the top.
+
+Format version 2 adds split placements: a node's weights or activations may
+be `{"dram": 0.25}`, a quarter of each tensor's bytes in DRAM (its first
+pages) and the rest in pm. A policy with no split saves as version 1, so
+that files of whole placements stay readable by torch-tier versions that
+know only version 1; both versions load.
 """
 
 from __future__ import annotations
@@ -19,22 +25,69 @@ import torch
 from .tiers import TIER_NAMES
 
 FORMAT = "torch-tier-policy"
-VERSION = 1
+VERSION = 2  # the newest version this torch-tier reads; a policy without splits saves as version 1
+WHOLE_VERSION = 1  # the version of policies whose every placement is whole
 
 
 class PolicyError(ValueError):
     """A policy file or dict that cannot be used, and why."""
 
 
+HEADS = ("weight", "activation")  # what a placement places of a node: its weights, its activations
+Share = str | float  # a tier name, or the share of each tensor's bytes in DRAM (0 < share < 1: split)
+
+
+def _share(value: Any, where: str) -> Share:
+    """A head's placement checked: a tier name, or a DRAM share as a number or {"dram": share}.
+    Shares of 0 and 1 are the tier names pm and dram, so a whole placement has one spelling."""
+    if isinstance(value, Mapping):
+        if set(value) != {"dram"}:
+            raise PolicyError(f"{where}: a split must be {{\"dram\": share}}, got {dict(value)!r}")
+        value = value["dram"]
+        where += ".dram"
+    elif isinstance(value, str):
+        if value not in TIER_NAMES:
+            raise PolicyError(f"{where}: unknown tier {value!r} (expected one of {list(TIER_NAMES)})")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise PolicyError(f"{where}: {value!r} is not a share of bytes in DRAM (a number from 0 to 1)")
+    return "dram" if value == 1 else "pm" if value == 0 else float(value)
+
+
 @dataclass(frozen=True)
 class Placement:
-    """Where one node's weights (parameters, buffers) and activations go."""
+    """Where one node's weights (parameters, buffers) and activations go: each a tier name, or
+    (split) the share of each of its tensors' bytes in DRAM, 0 < share < 1, the rest in pm.
 
-    weight: str = "dram"
-    activation: str = "dram"
+    A split tensor's first pages are in DRAM: of its ceil(bytes / 4096) pages,
+    round(share * pages) (halves up) are DRAM pages and the rest pm pages, so
+    a tensor of under one page is whole in DRAM if share >= 0.5, else in pm,
+    and no tensor is off its share by more than half a page. Budgets and the
+    cost model count the exact share of the bytes.
+    """
 
-    def to_dict(self) -> dict[str, str]:
-        return {"weight": self.weight, "activation": self.activation}
+    weight: Share = "dram"
+    activation: Share = "dram"
+
+    def __post_init__(self) -> None:
+        for head in HEADS:
+            object.__setattr__(self, head, _share(getattr(self, head), f"Placement.{head}"))
+
+    def share(self, head: str, tier: str = "dram") -> float:
+        """The share of `head`'s ("weight" or "activation") bytes in `tier`."""
+        value = getattr(self, head)
+        dram = value if isinstance(value, float) else float(value == "dram")
+        return dram if tier == "dram" else 1.0 - dram
+
+    @property
+    def split(self) -> bool:
+        """Whether either head is split between the tiers."""
+        return isinstance(self.weight, float) or isinstance(self.activation, float)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {head: {"dram": value} if isinstance(value, float) else value
+                for head, value in ((h, getattr(self, h)) for h in HEADS)}
+
 
 
 def module_nodes(model: torch.nn.Module) -> list[str]:
@@ -63,13 +116,10 @@ def _placement(raw: Any, where: str) -> Placement:
     unknown = set(raw) - {"weight", "activation"}
     if unknown:
         raise PolicyError(f"{where}: unknown field(s) {sorted(unknown)} (expected 'weight', 'activation')")
-    values = {}
-    for key in ("weight", "activation"):
-        value = raw.get(key, "dram")
-        if value not in TIER_NAMES:
-            raise PolicyError(f"{where}.{key}: unknown tier {value!r} (expected one of {list(TIER_NAMES)})")
-        values[key] = value
-    return Placement(**values)
+    for key in HEADS:
+        if isinstance(raw.get(key), (int, float)):
+            raise PolicyError(f"{where}.{key}: {raw[key]!r}: write a tier name, or a split as {{\"dram\": share}}")
+    return Placement(**{key: _share(raw.get(key, "dram"), f"{where}.{key}") for key in HEADS})
 
 
 @dataclass
@@ -112,10 +162,15 @@ class Policy:
         """The effective placement of every module path of `model`."""
         return {path: self.placement_of(path) for path in module_nodes(model)}
 
+    @property
+    def split(self) -> bool:
+        """Whether any placement is split between the tiers (format version 2)."""
+        return self.default.split or any(place.split for place in self.nodes.values())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if self.split else WHOLE_VERSION,
             "model": {"name": self.model_name, "fingerprint": self.fingerprint},
             "default": self.default.to_dict(),
             "nodes": {name: place.to_dict() for name, place in self.nodes.items()},
@@ -129,10 +184,10 @@ class Policy:
             raise PolicyError(f"{source}: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
             raise PolicyError(f"{source}: 'format' is {data.get('format')!r}, expected {FORMAT!r}")
-        if data.get("version") != VERSION:
-            raise PolicyError(
-                f"{source}: unsupported version {data.get('version')!r} (this torch-tier reads version {VERSION})"
-            )
+        version = data.get("version")
+        if type(version) is not int or not WHOLE_VERSION <= version <= VERSION:  # not True, not 1.0
+            raise PolicyError(f"{source}: unsupported version {version!r} (this torch-tier reads versions "
+                              f"{WHOLE_VERSION} to {VERSION}, as integers)")
         model = data.get("model")
         if not isinstance(model, Mapping) or not isinstance(model.get("fingerprint"), str):
             raise PolicyError(f"{source}: 'model' must be an object with a string 'fingerprint'")
@@ -142,22 +197,28 @@ class Policy:
         metadata = data.get("metadata", {})
         if not isinstance(metadata, Mapping):
             raise PolicyError(f"{source}: 'metadata' must be an object")
-        return cls(
+        policy = cls(
             fingerprint=model["fingerprint"],
             model_name=str(model.get("name", "")),
             default=_placement(data.get("default", {}), f"{source}: default"),
             nodes={str(k): _placement(v, f"{source}: nodes[{k!r}]") for k, v in nodes.items()},
             metadata=dict(metadata),
         )
+        if policy.split and version < VERSION:
+            raise PolicyError(f"{source}: split placements need version {VERSION}; the file says version {version}")
+        return policy
 
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
         """Read a policy file; errors name the file (and the position of a JSON error)."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode("utf-8")
         except OSError as err:
             raise PolicyError(f"{path}: cannot read policy file ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise PolicyError(f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); "
+                              "a policy file is JSON") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
