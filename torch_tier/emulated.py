@@ -5,7 +5,8 @@ machine's DRAM (torch_tier.arenas, csrc/arena_backend), and every placed node
 is metered: after each call the Meter hands what the call moved (a Traffic:
 its weights, its inputs and where they live, what its own code allocated in
 which tier, its own time) to the device model, and spins out the extra
-seconds the model returns, so wall-clock time reflects the placement. The
+seconds the model returns, so the time a clock reads (torch_tier.clocks:
+wall or the thread's CPU time) reflects the placement. The
 device model of a built-in profile is the cost model itself
 (CostModel.call_extra), so there a "measured" latency is the cost model's
 prediction plus noise; a registered model (torch_tier.register_device,
@@ -20,13 +21,12 @@ children), and each call is charged for its own code only.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from . import _C, cost_model, tiers
+from . import _C, clocks, cost_model, tiers
 from .tensors import input_tensors
 from .traffic import Traffic, TrafficStream
 
@@ -38,14 +38,11 @@ _local = threading.local()
 
 
 @dataclass
-class _Frame:
-    """One metered call in progress on this thread."""
+class Frame:
+    """One metered call in progress (its caller keeps it, and its parent's, for exit)."""
 
-    module: torch.nn.Module
-    previous_tier: int
     start_ns: int
     allocated_at_start: tuple[int, int]  # this thread's bytes allocated so far, per tier
-    input_bytes: tuple[int, int]  # bytes of its inputs, per tier (leaves only, weights excluded)
     child_ns: int = 0
     child_allocated: tuple[int, int] = (0, 0)
 
@@ -96,33 +93,26 @@ class Meter:
         # so the cost model does not price it either.
         self.weight_storages: set[int] = set()
 
-    def enter(self, module: torch.nn.Module, tier: int, leaf: bool, args: tuple, kwargs: dict) -> None:
-        """Start a call. Only leaves are charged for reading their inputs: a
-        container passes its arguments on to the children that read them."""
-        stack = _local.__dict__.setdefault("stack", [])
-        if not stack:
+    def enter(self, fresh: bool) -> Frame:
+        """Start a call on this thread; `fresh`: no metered call encloses it (a forward begins,
+        and the delay owed starts afresh)."""
+        if fresh:
             _local.debt = 0.0
-        inputs = [0, 0]
-        if leaf and self.device is not None:
-            for tensor in input_tensors(args, kwargs):
-                if tensor.untyped_storage().data_ptr() not in self.weight_storages:
-                    inputs[_C.tier_of(tensor) == tiers.PM] += tensor.nbytes
-        stack.append(_Frame(module, _C.get_tier(), time.perf_counter_ns(), _allocated(), tuple(inputs)))
-        _C.set_tier(tier)
+        return Frame(clocks.now_ns(), _allocated())
 
-    def exit(self, path: str, module: torch.nn.Module, weights: Weights, args: tuple, kwargs: dict) -> None:
-        """End a call: spin out the extra seconds the device model charges for it."""
-        stack = _local.__dict__.get("stack")
-        if not stack or stack[-1].module is not module:  # its pre-hook never ran
-            return
-        frame = stack.pop()
-        _C.set_tier(frame.previous_tier)
+    def exit(self, frame: Frame, parent: Frame | None, path: str, module: torch.nn.Module, weights: Weights,
+             leaf: bool, args: tuple, kwargs: dict) -> None:
+        """End the call `frame` (within `parent`, the innermost metered call enclosing it): spin
+        out the extra seconds the device model charges for it. Only leaves are charged for
+        reading their inputs: a container passes its arguments on to the children that read them."""
         now = _allocated()
         allocated = tuple(n - s for n, s in zip(now, frame.allocated_at_start))
-        own_ns = time.perf_counter_ns() - frame.start_ns - frame.child_ns
+        own_ns = clocks.now_ns() - frame.start_ns - frame.child_ns
         extra = 0.0
         if self.device is not None:
-            extra = self.device(self.traffic(path, own_ns * 1e-9, frame, allocated, weights.read(module, args, kwargs)))
+            inputs = self._input_bytes(args, kwargs) if leaf else (0, 0)
+            extra = self.device(self.traffic(path, own_ns * 1e-9, frame, inputs, allocated,
+                                             weights.read(module, args, kwargs)))
             if not extra >= 0.0:
                 raise ValueError(f"device model {self.device!r} returned {extra!r} seconds for {path!r}: "
                                  "expected a number >= 0")
@@ -131,26 +121,33 @@ class Meter:
             # credited to the next (at most one quantum: a spin stretched by
             # preemption must not cancel later ones); each forward starts afresh.
             _local.debt += extra
-            if _local.debt >= SPIN_QUANTUM or (not stack and _local.debt > 0):
-                start = time.perf_counter()
-                _C.spin(_local.debt)
-                _local.debt = max(_local.debt - (time.perf_counter() - start), -SPIN_QUANTUM)
-        elapsed = time.perf_counter_ns() - frame.start_ns
-        if stack:
-            parent = stack[-1]
+            if _local.debt >= SPIN_QUANTUM or (parent is None and _local.debt > 0):
+                start = clocks.now()
+                clocks.spin(_local.debt)
+                _local.debt = max(_local.debt - (clocks.now() - start), -SPIN_QUANTUM)
+        elapsed = clocks.now_ns() - frame.start_ns
+        if parent is not None:
             parent.child_ns += elapsed
             parent.child_allocated = tuple(c + a for c, a in zip(parent.child_allocated, allocated))
         if self.recorder is not None:
             self.recorder(path, own_ns * 1e-9, extra)
 
-    def traffic(self, path: str, own: float, frame: _Frame, allocated: tuple[int, int],
+    def _input_bytes(self, args: tuple, kwargs: dict) -> tuple[int, int]:
+        """Bytes of a call's inputs per tier, the model's weights excluded."""
+        inputs = [0, 0]
+        for tensor in input_tensors(args, kwargs):
+            if tensor.untyped_storage().data_ptr() not in self.weight_storages:
+                inputs[_C.tier_of(tensor) == tiers.PM] += tensor.nbytes
+        return inputs[0], inputs[1]
+
+    def traffic(self, path: str, own: float, frame: Frame, inputs: tuple[int, int], allocated: tuple[int, int],
                 weights: TrafficStream) -> Traffic:
         """What the call moved: its weights, its inputs and its own writes, per tier."""
         writes = [a - c for a, c in zip(allocated, frame.child_allocated)]
         streams = [weights] if weights.bytes else []
         for index, tier in enumerate(tiers.TIER_NAMES):
-            if frame.input_bytes[index]:
-                streams.append(TrafficStream(frame.input_bytes[index], tier=tier))
+            if inputs[index]:
+                streams.append(TrafficStream(inputs[index], tier=tier))
             if writes[index]:
                 streams.append(TrafficStream(writes[index], write=True, tier=tier))
         return Traffic(path, own, self.threads, tuple(streams))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import _C, tiers
+from . import _C, clocks, tiers
 from .cost_model import weight_stream
 from .graph import EXTERNAL, Buffer, Edge, Node, Stream, TierGraph
 from .policy import Placement, Policy, fingerprint
@@ -150,9 +150,9 @@ def _own_times(model: torch.nn.Module, inputs: tuple, policy: Policy, repeats: i
 
     def forward() -> float:
         current.clear()
-        start = time.perf_counter()
+        start = clocks.now()
         model(*inputs)
-        return time.perf_counter() - start
+        return clocks.now() - start
 
     with Session(policy, model, tiers.parse_pm("sim"), "fallback", recorder=record), torch.no_grad():
         warmup, last = 0, float("inf")
@@ -180,12 +180,13 @@ def _precision(samples: list[float]) -> float:
 
 
 def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats: int = 5,
-            precision: float = 0.02, max_repeats: int = 200) -> TierGraph:
+            precision: float = 0.02, max_repeats: int = 200, clock: str | None = None) -> TierGraph:
     """Profile `model` on `example_inputs` (a tensor or a tuple of them) into a TierGraph.
 
     Own times are medians over at least `repeats` timed forwards, more until the
-    median forward is known to `precision` (see _own_times); the graph's
-    metadata["timing"] says what was reached.
+    median forward is known to `precision` (see _own_times), read from `clock`
+    (torch_tier.clocks: 'wall' or 'cpu'; None: this thread's current one); the
+    graph's metadata["timing"] says what was reached and on which clock.
     """
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     modules = dict(model.named_modules())
@@ -228,7 +229,9 @@ def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats
             input_bytes[reader] += nbytes
 
     policy = Policy(fingerprint(model), name or type(model).__name__, nodes={p: Placement() for p in order})
-    own_time, timing = _own_times(model, inputs, policy, repeats, precision, max(repeats, max_repeats))
+    with clocks.use(clock):
+        own_time, timing = _own_times(model, inputs, policy, repeats, precision, max(repeats, max_repeats))
+        timed_on = clocks.current()
     nodes = [
         Node(path=p, type=type(modules[p]).__name__, calls=per_node[p]["calls"],
              leaf=next(modules[p].children(), None) is None,
@@ -247,5 +250,5 @@ def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats
         events=end,
         base_time=timing.median,
         metadata={"inputs": [list(t.shape) for t in inputs if torch.is_tensor(t)], "repeats": timing.repeats,
-                  "timing": {**asdict(timing), "interval": list(timing.interval)}},  # as JSON keeps it
+                  "timing": {**asdict(timing), "interval": list(timing.interval), "clock": timed_on}},
     )

@@ -1,15 +1,15 @@
-"""measure(): wall-clock latency of a model under a policy, on a real or simulated tier."""
+"""measure(): latency of a model under a policy, on a real or simulated tier, on a clock of torch_tier.clocks."""
 
 from __future__ import annotations
 
 import math
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from . import clocks
 from .policy import Policy
 from .runtime import enable
 
@@ -56,14 +56,15 @@ def binomial_quantile(q: float, n: int) -> int:
 
 
 def time_inference(model: torch.nn.Module, inputs: tuple, repeats: int, warmup: int) -> list[float]:
-    """Seconds of each of `repeats` forwards under no_grad, after `warmup` untimed ones."""
+    """Seconds of each of `repeats` forwards under no_grad, after `warmup` untimed ones, on this
+    thread's clock (torch_tier.clocks)."""
     samples = []
     with torch.no_grad():
         for i in range(warmup + repeats):
-            start = time.perf_counter()
+            start = clocks.now()
             model(*inputs)
             if i >= warmup:
-                samples.append(time.perf_counter() - start)
+                samples.append(clocks.now() - start)
     return samples
 
 
@@ -74,12 +75,17 @@ def measure(
     pm: str | None = None,
     repeats: int = 10,
     warmup: int = 2,
+    clock: str | None = None,
     **enable_options: Any,
 ) -> Measurement:
-    """Time `model(*inputs)` with `policy` enabled on tier `pm` (see torch_tier.enable)."""
+    """Time `model(*inputs)` with `policy` enabled on tier `pm` (see torch_tier.enable).
+
+    clock: 'wall' or 'cpu' (torch_tier.clocks; 'cpu' on a machine shared with other jobs,
+    with one intra-op thread); None: this thread's current clock, 'wall' unless set.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    with enable(policy, model, pm=pm, **enable_options) as session:
+    with clocks.use(clock), enable(policy, model, pm=pm, **enable_options) as session:
         samples = time_inference(model, inputs, repeats, warmup)
         return Measurement(tuple(samples), session.stats())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..clocks import CLOCKS
 from .racing import looks, wins_needed
 
 
@@ -98,6 +99,10 @@ class TrainConfig:
     """Timed forwards per timed run; a run's figure is their median."""
     warmup: int = 1
     """Untimed forwards before them."""
+    clock: str = "wall"
+    """What timed runs and the capture read (torch_tier.clocks): 'wall', or 'cpu', the timing
+    thread's CPU time, which a machine shared with other jobs leaves steady (needs one
+    intra-op thread)."""
 
     # --- racing (racing.py): who may replace the incumbent
     races: int = 1
@@ -118,6 +123,8 @@ class TrainConfig:
         if self.repeats < 1 or not 1 <= self.min_pairs <= self.max_repeats:
             raise ValueError(f"TrainConfig: need repeats >= 1 and 1 <= min_pairs <= max_repeats, got {self.repeats}, "
                              f"{self.min_pairs} and {self.max_repeats}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"TrainConfig: clock must be one of {list(CLOCKS)}, got {self.clock!r}")
         if not 0.5 < self.race_confidence < 1:
             raise ValueError(f"TrainConfig: race_confidence must be in (0.5, 1), got {self.race_confidence}")
         schedule = looks(self.min_pairs, self.max_repeats)

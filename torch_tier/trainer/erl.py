@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, Union
 import numpy as np
 import torch
 
-from .. import baselines, calibrate, comparison, devices
+from .. import baselines, calibrate, clocks, comparison, devices
 from ..graph import TierGraph
 from ..graph_capture import capture
 from ..policy import Policy, fingerprint
@@ -363,7 +363,8 @@ def train(
             raise ValueError(f"{checkpoint}: checkpoint of model {graph.fingerprint}, "
                              f"this model is {fingerprint(model)}")
     else:
-        graph = graph or capture(model, inputs)
+        clocks.check(config.clock)  # before any work: 'cpu' needs one intra-op thread
+        graph = graph or capture(model, inputs, clock=config.clock)
         spec = parse_pm(pm)
         settings = Settings(budget=baselines.dram_budget(graph, dram_budget), pm=str(spec),
                             device=device or devices.assumed_profile(spec.profile), fitness=fitness, config=config)
@@ -404,7 +405,8 @@ def _fitness(search: Search, model: torch.nn.Module, inputs: tuple,
     if s.fitness == "model":
         yield ModelFitness(search.space, s.device)
         return
-    with measured(model, inputs, search.graph, s.pm, workers, s.config.repeats, s.config.warmup) as judge:
+    with measured(model, inputs, search.graph, s.pm, workers, s.config.repeats, s.config.warmup,
+                  s.config.clock) as judge:
         yield judge
 
 

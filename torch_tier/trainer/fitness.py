@@ -2,7 +2,7 @@
 
 - ModelFitness: the cost model's prediction (cost_model.GraphCosts, its
   terms computed once per run), thousands per second and deterministic.
-- MeasuredFitness: wall-clock latency from torch_tier.measure() in worker
+- MeasuredFitness: latency from torch_tier.measure() in worker
   processes (workers.WorkerPool), which load the model once and reapply each
   placement. A timed run is one measure() call of one placement: `warmup`
   untimed forwards, then `repeats` timed ones.
@@ -163,7 +163,8 @@ class MeasuredFitness:
 
 @contextmanager
 def measured(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, workers: int | RemoteWorkers = 1,
-             repeats: int = TrainConfig.repeats, warmup: int = TrainConfig.warmup) -> Iterator[MeasuredFitness]:
+             repeats: int = TrainConfig.repeats, warmup: int = TrainConfig.warmup,
+             clock: str = TrainConfig.clock) -> Iterator[MeasuredFitness]:
     """MeasuredFitness over a worker pool for `model`, closed on exit.
 
     `workers`: a number of local worker processes (on a loopback port, given `model` in a
@@ -174,7 +175,7 @@ def measured(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, w
         raise ValueError(f"remote workers build the model themselves from its spec: pass "
                          f"workers=RemoteWorkers({workers!r}, ModelSpec(NAME, SIZE)) (README, Remote workers)")
     remote = workers if isinstance(workers, RemoteWorkers) else None
-    job = Job.of(model, inputs, graph.model_name, [n.path for n in graph.nodes], pm, warmup,
+    job = Job.of(model, inputs, graph.model_name, [n.path for n in graph.nodes], pm, warmup, clock,
                  spec=remote.model if remote else None, base_time=graph.base_time)
     pool = (WorkerPool(job, remote.address, secret=wire.trainer_secret(remote.secret)) if remote
             else WorkerPool(job, local=workers))

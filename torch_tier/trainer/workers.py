@@ -36,7 +36,7 @@ logged with its reason. Protocol (version PROTOCOL), JSON bodies carrying
                       (samples: `repeats` seconds for each placement);
                       rejected {session, reason, id|null}
   trainer -> worker   job {session, nonce, fingerprint, model: {name, size}|null, model_name,
-                      nodes, pm, warmup, threads}; evaluate {session, id, fingerprint,
+                      nodes, pm, warmup, threads, clock}; evaluate {session, id, fingerprint,
                       placements, repeats}; stop {session}; reset {}
 
 A hello's random nonce comes back in its job with a fresh random session,
@@ -80,6 +80,7 @@ import torch
 import zmq
 
 from .. import devices, zoo
+from ..clocks import CLOCKS
 from ..policy import Placement, Policy, fingerprint
 from ..tiers import TIER_NAMES
 from ..timing import measure
@@ -136,7 +137,8 @@ TO_TRAINER: dict[str, dict[str, wire.Check]] = {
 TO_WORKER: dict[str, dict[str, wire.Check]] = {
     "job": {"session": _TOKEN, "nonce": _TOKEN, "fingerprint": _FINGERPRINT, "model": wire.optional(_model_spec),
             "model_name": wire.text(256), "nodes": wire.items(wire.text(1024), MAX_NODES), "pm": wire.text(4096),
-            "warmup": wire.integer(0, 1000), "threads": wire.integer(1, 4096)},
+            "warmup": wire.integer(0, 1000), "threads": wire.integer(1, 4096),
+            "clock": wire.text(8, "|".join(CLOCKS))},
     "evaluate": {"session": _TOKEN, "id": _TASK, "fingerprint": _FINGERPRINT,
                  "placements": wire.items(wire.items(_PAIR, MAX_NODES), MAX_GROUP),
                  "repeats": wire.integer(1, MAX_REPEATS)},
@@ -190,23 +192,24 @@ class Job:
     pm: str
     warmup: int
     threads: int
+    clock: str = "wall"  # torch_tier.clocks: what the worker's measure() reads
     spec: ModelSpec | None = None  # what remote workers build; local ones are given `workload`
     base_time: float | None = None  # seconds of the trainer's own all-DRAM forward: bounds the samples
     workload: tuple = field(default=(), repr=False)  # (model, inputs), for local workers
 
     @classmethod
     def of(cls, model: torch.nn.Module, inputs: tuple, model_name: str, nodes: list[str], pm: str, warmup: int,
-           spec: ModelSpec | None = None, base_time: float | None = None) -> "Job":
-        """The job for `model`, timed with this process's intra-op thread count."""
-        return cls(fingerprint(model), model_name, nodes, pm, warmup, torch.get_num_threads(), spec, base_time,
-                   (model, inputs))
+           clock: str = "wall", spec: ModelSpec | None = None, base_time: float | None = None) -> "Job":
+        """The job for `model`, timed with this process's intra-op thread count on `clock`."""
+        return cls(fingerprint(model), model_name, nodes, pm, warmup, torch.get_num_threads(), clock, spec,
+                   base_time, (model, inputs))
 
     def body(self, nonce: str, session: str) -> dict[str, Any]:
         """The job message for the worker whose hello carried `nonce`, opening `session`."""
         spec = None if self.spec is None else {"name": self.spec.name, "size": dict(self.spec.size)}
         return {"protocol": PROTOCOL, "type": "job", "session": session, "nonce": nonce,
                 "fingerprint": self.fingerprint, "model": spec, "model_name": self.model_name, "nodes": self.nodes,
-                "pm": self.pm, "warmup": self.warmup, "threads": self.threads}
+                "pm": self.pm, "warmup": self.warmup, "threads": self.threads, "clock": self.clock}
 
     def bounds(self) -> tuple[float, float]:
         """The physically plausible seconds of one timed forward."""
@@ -648,7 +651,7 @@ class Worker:
                             nodes={path: Placement(TIER_NAMES[w], TIER_NAMES[a])
                                    for path, (w, a) in zip(job["nodes"], placement)})
             samples.append(list(measure(self.model, self.inputs, policy, pm=job["pm"], repeats=repeats,
-                                        warmup=job["warmup"]).samples))
+                                        warmup=job["warmup"], clock=job["clock"]).samples))
         return samples
 
     def _finish(self, session: str, tag: str | int, outcome: Any, error: Exception | None) -> None:
