@@ -12,13 +12,21 @@ DRAM footprint (``graph.footprint``) is within the budget:
   trace order) while it has room, and PM after;
 - ``interleave``: the OS's "PM + DRAM" interleave mode: each tensor on either
   tier by a seeded coin flip, falling back to PM when DRAM is full;
+- ``weighted_interleave`` / ``page_interleave``: Linux's page interleave
+  across the two tiers (MPOL_WEIGHTED_INTERLEAVE in the tiers' bandwidth
+  ratio, as ``numactl -w`` with bandwidth weights; MPOL_INTERLEAVE 1:1):
+  every tensor split, in first-touch order while DRAM has room (split
+  placements, policy format 2);
 - ``memory_mode``: Optane memory mode (2LM), DRAM as a hardware cache in front
   of PM. It is not a placement: the policy is all-PM, and the latency is a
   model (``memory_mode_latency``), never a measurement;
 - ``greedy``: hot/cold: the slow-tier cost each tensor saves per byte of DRAM,
   highest first, while it fits;
 - ``optimal``: the exact best placement under the cost model (the device's,
-  or given cost terms), as a MILP (HiGHS through scipy.optimize.milp).
+  or given cost terms), as a MILP (HiGHS through scipy.optimize.milp); with
+  ``split=True`` the best split placement, a linear program.
+- ``greedy(split=True)``: greedy whose last item to reach DRAM takes the share
+  that fits (the fractional knapsack).
 
 A placement decision is an *item* (torch_tier.placement): one node's weights
 or one node's activations (everything its own code allocates). Under the cost model (see
@@ -35,13 +43,14 @@ import random
 from typing import Callable, Iterable
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from .cost_model import OVERLAP, GraphCosts, graph_costs, predict
+from .cost_model import OVERLAP, GraphCosts, cost_model, graph_costs, predict
 from .graph import TierGraph
-from .placement import Item, PlacementSpace, from_vector, items, live_activations, of_items
+from .placement import Item, PlacementSpace, from_vector, items, live_activations, of_items, to_vector
 from .policy import Policy
-from .tiers import parse_bytes
+from .tiers import DRAM, PM, parse_bytes
 
 BudgetSpec = int | float | str  # bytes, '512MiB', a fraction (0.25) or a share of the all-DRAM footprint ('25%')
 DEFAULT_DEVICE = "optane-100"
@@ -50,6 +59,7 @@ MILP_TIME_LIMIT = 60.0  # seconds
 # 1e-6 takes HiGHS minutes on ResNet-50's near-tied items, and 1e-5 of the
 # extra is tens of nanoseconds per forward.
 MILP_GAP = 1e-5
+WHOLE = 1e-7  # a split share within this of 0 or 1 is that whole tier (the LP's tolerance, not a placement)
 
 
 class BudgetError(ValueError):
@@ -124,6 +134,33 @@ def _fill(graph: TierGraph, order: Iterable[Item], limit: int) -> set[Item]:
     return pm
 
 
+def _dram_rows(graph: TierGraph) -> np.ndarray:
+    """(peaks, 2 * nodes): the bytes each decision holds in DRAM at each peak of the live activations
+    when it is wholly there, so that rows @ (DRAM shares, decision-vector order) is each peak's DRAM
+    and its max is the DRAM footprint of any placement, whole or split (placement.live_activations)."""
+    live = live_activations(graph)
+    n = len(graph.nodes)
+    rows = np.zeros((len(live), 2 * n))
+    rows[:, :n] = [node.weight_bytes for node in graph.nodes]
+    rows[:, n:] = live
+    return rows
+
+
+def _fill_shares(graph: TierGraph, order: Iterable[Item], limit: int, share: float = 1.0) -> np.ndarray:
+    """Start with everything in PM and give the items of `order`, in turn, `share` of their bytes in
+    DRAM, or what still fits: the placement array (PM shares) a fill with splits ends with."""
+    rows = _dram_rows(graph)
+    index = {item: k for k, item in enumerate(items(graph))}
+    dram = np.zeros(rows.shape[1])
+    for item in order:
+        k = index[item]
+        held, room = rows[:, k], limit - rows @ dram
+        fits = np.min(room[held > 0] / held[held > 0], initial=share)
+        dram[k] = max(0.0, min(share, fits))
+    pm = np.where(dram < WHOLE, PM, np.where(dram > 1 - WHOLE, DRAM, 1.0 - dram))
+    return PlacementSpace(graph).clean(from_vector(pm.astype(float)))
+
+
 def _touch_order(graph: TierGraph) -> list[Item]:
     """Items in the order the OS first touches their memory: weights as the model is
     loaded (node order), then activations by their node's first allocation in the trace."""
@@ -169,6 +206,30 @@ def interleave(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVIC
     return _policy(graph, _fill(graph, drawn, limit), **_metadata("interleave", limit, device, seed=seed))
 
 
+def weighted_interleave(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE,
+                        dram_share: float | None = None) -> Policy:
+    """Linux's weighted interleave (MPOL_WEIGHTED_INTERLEAVE, kernel 6.9+): every tensor's pages
+    spread over DRAM and the slow tier, `dram_share` of them in DRAM (default the DRAM's share of
+    the two tiers' read bandwidth, as bandwidth-derived weights give), in first-touch order while
+    DRAM has room; the tensor that fills DRAM takes what is left, later ones go to the slow tier.
+    The kernel's integer weights approximate the ratio; the exact ratio is used here."""
+    limit = dram_budget(graph, budget)
+    if dram_share is None:
+        model = cost_model(device)
+        dram_share = model.dram.read_bw_gbs / (model.dram.read_bw_gbs + model.pm.read_bw_gbs)
+    placement = _fill_shares(graph, _touch_order(graph), limit, dram_share)
+    return PlacementSpace(graph).policy(placement, **_metadata("weighted-interleave", limit, device,
+                                                               dram_share=dram_share))
+
+
+def page_interleave(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -> Policy:
+    """Linux's plain interleave (MPOL_INTERLEAVE, numactl -i): pages alternate between the tiers
+    1:1, every tensor half in DRAM while DRAM has room (weighted interleave with equal weights)."""
+    policy = weighted_interleave(graph, budget, device, dram_share=0.5)
+    policy.metadata["found_by"] = "page-interleave"
+    return policy
+
+
 def memory_mode(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -> Policy:
     """Optane memory mode (2LM): every tensor in PM behind a DRAM cache of the budget's size.
 
@@ -206,8 +267,10 @@ def memory_mode_between(graph: TierGraph, budget: BudgetSpec, all_dram: float, a
     return all_dram + miss * (all_pm - all_dram)
 
 
-def greedy(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -> Policy:
-    """Hot/cold: items by slow-tier cost saved per byte of DRAM, hottest first, each into DRAM if it fits.
+def greedy(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, split: bool = False) -> Policy:
+    """Hot/cold: items by slow-tier cost saved per byte of DRAM, hottest first, each into DRAM if it fits;
+    with `split`, an item that does not fit whole takes the share of DRAM that is left (the fractional
+    knapsack: it fills the budget, but knows nothing of two tiers serving one stream at once).
 
     An item's bytes are what it alone occupies in PM (weights, or the peak of
     its node's live activations).
@@ -220,11 +283,14 @@ def greedy(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE) -
         return costs[item] / size if size else float("inf")
 
     order = sorted(items(graph), key=heat, reverse=True)
+    if split:
+        return PlacementSpace(graph).policy(_fill_shares(graph, order, limit),
+                                            **_metadata("greedy (split)", limit, device))
     return _policy(graph, _fill(graph, order, limit), **_metadata("greedy", limit, device))
 
 
 def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, costs: GraphCosts | None = None,
-            time_limit: float = MILP_TIME_LIMIT) -> Policy:
+            time_limit: float = MILP_TIME_LIMIT, split: bool = False) -> Policy:
     """The placement of least predicted latency within the budget, as a MILP: on `device`'s
     cost model, or on the cost terms `costs` when given (e.g. terms fitted to measurements).
 
@@ -237,17 +303,18 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, 
     live activations <= budget. Solved by HiGHS to a relative gap of MILP_GAP
     on the extra; metadata records whether that was proven within
     `time_limit`, and the gap.
+
+    With `split`, the best split placement (``_optimal_split``): a linear program.
     """
     limit = dram_budget(graph, budget)
     n = len(graph.nodes)
     if costs is not None and len(costs.weight) != n:
         raise ValueError(f"optimal: cost terms of {len(costs.weight)} nodes for a graph of {n}")
-    live = live_activations(graph)
-    rows = np.zeros((len(live), 2 * n))  # bytes each item holds in DRAM at each peak, if it is there
-    rows[:, :n] = [node.weight_bytes for node in graph.nodes]
-    rows[:, n:] = live
+    rows = _dram_rows(graph)  # bytes each item holds in DRAM at each peak, if it is there
     given = {} if costs is None else {"cost_terms": "given"}  # metadata: not the device's terms
     costs = graph_costs(graph, device) if costs is None else costs
+    if split:
+        return _optimal_split(graph, limit, device, costs, rows, time_limit, given)
     linear = costs.terms()  # (nodes, items), items in decision-vector order
     unit = max(linear.max(), 1e-12)  # seconds -> shares of the largest term, for the solver's tolerances
     pays_all = np.hstack([-linear / unit, np.eye(n)])  # e_i - L_i >= -c_i
@@ -260,7 +327,7 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, 
     excess = 0  # bytes the rounded solution went over: tighten by that much and solve again
     for _ in range(3):
         need = (rows.sum(axis=1) - (limit - excess)) / scale  # bytes that must go to PM at each peak
-        constraints = [LinearConstraint(np.hstack([rows / scale, np.zeros((len(live), n))]), need, np.inf),
+        constraints = [LinearConstraint(np.hstack([rows / scale, np.zeros((len(rows), n))]), need, np.inf),
                        LinearConstraint(pays_all, -costs.compute / unit, np.inf),
                        LinearConstraint(pays_share, 0, np.inf)]
         result = milp(objective, integrality=integrality, bounds=bounds, constraints=constraints,
@@ -278,6 +345,58 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, 
     raise RuntimeError(f"optimal: the solver's placements stay {over} bytes over the budget of {limit} bytes")
 
 
+def _optimal_split(graph: TierGraph, limit: int, device: str, costs: GraphCosts, rows: np.ndarray,
+                   time_limit: float, given: dict[str, str]) -> Policy:
+    """The best split placement within `limit` bytes of DRAM, as a linear program.
+
+    Continuous x_k in [0, 1] is decision k's share of bytes in PM (heads of no
+    bytes fixed at 0). Each stream j of the model (GraphCosts.entries: node i_j,
+    decision k_j, whole extra E_j, DRAM seconds D_j) adds z_j to its node's L,
+    z_j >= (E_j + D_j) x_k - D_j and z_j >= -D_j x_k (the slower of its parts,
+    cost_model.split_extra); e_i >= (1 - OVERLAP) L_i, e_i >= L_i - c_i as in
+    the whole-tensor MILP; at every peak, DRAM shares of the bytes <= budget.
+    Every piece is linear and the objective sum_i e_i is convex, so the LP's
+    optimum is the model's exact optimum over all shares.
+    """
+    n = len(graph.nodes)
+    node, decision, extra, dram = costs.entries()
+    m = len(node)
+    unit = max(extra.max(initial=0.0), dram.max(initial=0.0), 1e-12)  # seconds -> shares of the largest term
+    extra, dram = extra / unit, dram / unit
+    entry = np.arange(m)
+    x_of = sparse.csr_matrix((np.ones(m), (entry, decision)), shape=(m, 2 * n))
+    z = sparse.identity(m, format="csr")
+    sums = sparse.csr_matrix((np.ones(m), (node, entry)), shape=(n, m))  # L_i = sum of its z_j
+    eye_n = sparse.identity(n, format="csr")
+    scale = max(rows.sum(axis=1).max(), 1.0)  # bytes -> shares of the largest total
+    need = (rows.sum(axis=1) - limit) / scale  # bytes that must go to PM at each peak
+    constraints = [
+        LinearConstraint(sparse.hstack([-sparse.diags(extra + dram) @ x_of, z, sparse.csr_matrix((m, n))]), -dram, np.inf),
+        LinearConstraint(sparse.hstack([sparse.diags(dram) @ x_of, z, sparse.csr_matrix((m, n))]), 0, np.inf),
+        LinearConstraint(sparse.hstack([sparse.csr_matrix((n, 2 * n)), -(1 - OVERLAP) * sums, eye_n]), 0, np.inf),
+        LinearConstraint(sparse.hstack([sparse.csr_matrix((n, 2 * n)), -sums, eye_n]), -costs.compute / unit, np.inf),
+        LinearConstraint(sparse.hstack([sparse.csr_matrix(rows / scale), sparse.csr_matrix((len(rows), m + n))]),
+                         need, np.inf),
+    ]
+    space = PlacementSpace(graph)
+    upper = np.concatenate([to_vector(space.mask).astype(float), np.full(m + n, np.inf)])
+    lower = np.concatenate([np.zeros(2 * n), np.full(m + n, -np.inf)])
+    objective = np.concatenate([np.zeros(2 * n + m), np.ones(n)])
+    result = milp(objective, bounds=Bounds(lower, upper), constraints=constraints,
+                  options={"time_limit": time_limit})
+    if result.x is None:
+        raise RuntimeError(f"optimal (split): HiGHS found no placement within {limit} bytes: {result.message}")
+    pm = np.clip(result.x[:2 * n], 0.0, 1.0)
+    pm = np.where(pm < WHOLE, 0.0, np.where(pm > 1 - WHOLE, 1.0, pm))
+    policy = space.policy(from_vector(pm), **_metadata("optimal (split)", limit, device,
+                                                       proven_optimal=result.status == 0,
+                                                       solver="HiGHS LP (scipy.optimize.milp)", **given))
+    over = graph.footprint(policy)["dram"] - limit
+    if over > 0:
+        raise RuntimeError(f"optimal (split): the LP's placement is {over} bytes over the budget of {limit} bytes")
+    return policy
+
+
 BASELINES: dict[str, Callable[..., Policy]] = {
     "all-pm": all_pm,
     "first-touch": first_touch,
@@ -287,3 +406,11 @@ BASELINES: dict[str, Callable[..., Policy]] = {
     "optimal": optimal,
 }
 """Every budgeted baseline by name, each called as f(graph, budget, device)."""
+
+SPLIT_BASELINES: dict[str, Callable[..., Policy]] = {
+    "weighted-interleave": weighted_interleave,
+    "page-interleave": page_interleave,
+    "greedy (split)": lambda graph, budget, device=DEFAULT_DEVICE: greedy(graph, budget, device, split=True),
+    "optimal (split)": lambda graph, budget, device=DEFAULT_DEVICE: optimal(graph, budget, device, split=True),
+}
+"""The baselines that split tensors between the tiers (policy format 2), called as BASELINES'."""

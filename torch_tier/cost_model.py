@@ -33,6 +33,23 @@ DRAM; part of that extra overlaps with the call's computation:
 - Device figures are the profile's ratios to the reference DRAM applied to
   this host's measured DRAM (torch_tier.devices, torch_tier.host).
 
+- A split stream (policy format 2: the first pages of each tensor in DRAM,
+  the rest in pm) is priced by its parts, served by the two tiers at once:
+  its time is that of the slower part, not the sum,
+
+    t(s split, pm share x) = max(t(x s, pm), t((1 - x) s, dram))
+
+  so its extra over DRAM is max(x P - D, -x D) with P = t(s, pm) and
+  D = t(s, dram): convex in x, P - D at x = 1, 0 at x = 0, and below 0
+  (faster than DRAM alone, both tiers' bandwidth in use) between 0 and
+  D / (P + D). This is what Linux's weighted interleave
+  (MPOL_WEIGHTED_INTERLEAVE, kernel 6.9) exploits: 24% geomean over
+  DRAM-only on Xeon 6 with CXL memory (arXiv 2412.12491); Caption (MICRO
+  2023) tunes the share online. It assumes both tiers are kept busy at
+  once (an op's threads and the prefetchers reading both parts); a single
+  thread reading the parts one after the other would pay the sum. A saving
+  is overlapped as an extra is: (1 - OVERLAP) of it shows.
+
 Because of the overlap, a placement's extra is not the sum of its tensors'
 extras: two tensors of a compute-bound node may each be free alone in pm
 but not together. The simulated tier spins out exactly this extra after
@@ -51,9 +68,9 @@ import torch
 
 from . import devices, host
 from .graph import Stream, TierGraph
-from .placement import to_array
+from .placement import is_split, to_array, to_vector
 from .policy import Policy
-from .traffic import Traffic
+from .traffic import Traffic, TrafficStream
 
 MEMORY_PARALLELISM = 10  # outstanding cache misses per core for independent random accesses
 OVERLAP = 0.5  # at most this share of a call's slow-tier extra hides behind its computation
@@ -62,6 +79,13 @@ OVERLAP = 0.5  # at most this share of a call's slow-tier extra hides behind its
 def overlapped(pm_extra: float, own: float, dram: float) -> float:
     """The part of a call's slow-tier extra its computation does not hide (see the module doc)."""
     return pm_extra - min(OVERLAP * pm_extra, max(0.0, own - dram))
+
+
+def split_extra(extra: np.ndarray | float, dram: np.ndarray | float, pm_share: np.ndarray | float) -> np.ndarray:
+    """Extra seconds of streams whose whole extra is `extra` and DRAM time `dram`, with `pm_share` of
+    their bytes in pm served beside the rest in DRAM: max(x P - D, -x D) with P = extra + D (module doc);
+    exactly extra * x at x = 0 and 1."""
+    return np.maximum(pm_share * (extra + dram) - dram, -pm_share * dram)
 
 
 @dataclass(frozen=True)
@@ -94,12 +118,19 @@ class CostModel:
 
     def call_extra(self, traffic: Traffic) -> float:
         """The device model of a built-in profile: one call's extra seconds, as this cost model prices
-        the streams the call moved (the emulated tier calls it after every call)."""
+        the streams the call moved (the emulated tier calls it after every call); the parts of a split
+        stream are served at once, so it takes as long as its slower part."""
         pm_extra = dram = 0.0
+        parts: dict[int, list[TrafficStream]] = {}
         for stream in traffic.streams:
             dram += self.in_dram(stream)
-            if stream.tier == "pm":
+            if stream.split:
+                parts.setdefault(stream.split, []).append(stream)
+            elif stream.tier == "pm":
                 pm_extra += self.extra(stream)
+        for split in parts.values():
+            slowest = max(self.seconds(s, self.pm if s.tier == "pm" else self.dram) for s in split if s.bytes > 0)
+            pm_extra += slowest - sum(self.in_dram(s) for s in split)
         return overlapped(pm_extra, traffic.seconds, dram)
 
     @cached_property
@@ -164,14 +195,36 @@ class GraphCosts:
     read: np.ndarray  # and the reader's extra when the producer's activations are in pm
     compute: np.ndarray  # (nodes,) max(0, own time - time of all its traffic in DRAM)
     base_time: float  # the graph's seconds per forward, all DRAM
+    # The same streams' seconds in DRAM, for pricing splits (None: terms fitted without them, whole only).
+    weight_dram: np.ndarray | None = None  # (nodes,)
+    write_dram: np.ndarray | None = None  # (nodes,)
+    read_dram: np.ndarray | None = None  # (edges,)
 
     def linear(self, placement: np.ndarray) -> np.ndarray:
         """Each node's slow-tier extra before overlap, for a (nodes, 2) array of
-        0/1 = DRAM/PM (column 0 weights, column 1 activations)."""
+        0/1 = DRAM/PM (column 0 weights, column 1 activations), or of PM shares (splits)."""
         weights, activations = placement[:, 0], placement[:, 1]
+        if is_split(placement):
+            node, decision, extra, dram = self.entries()
+            out = np.zeros(len(self.weight))
+            np.add.at(out, node, split_extra(extra, dram, to_vector(placement)[decision]))
+            return out
         out = self.weight * weights + self.write * activations
         np.add.at(out, self.read_dst, self.read * activations[self.read_src])
         return out
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every stream of the model as (node, decision, extra, dram): the node whose extra it adds to,
+        the decision that puts it in pm (every node's weights, then every node's activations), its extra
+        when wholly in pm and its seconds in DRAM (ValueError if these terms have none)."""
+        if self.weight_dram is None or self.write_dram is None or self.read_dram is None:
+            raise ValueError("these cost terms have no DRAM seconds per stream, so they cannot price splits")
+        n = len(self.weight)
+        nodes = np.arange(n)
+        return (np.concatenate([nodes, nodes, self.read_dst]),
+                np.concatenate([nodes, n + nodes, n + self.read_src]),
+                np.concatenate([self.weight, self.write, self.read]),
+                np.concatenate([self.weight_dram, self.write_dram, self.read_dram]))
 
     def terms(self) -> np.ndarray:
         """(nodes, 2 * nodes): what each decision alone in pm adds to each node's extra before
@@ -215,6 +268,10 @@ def graph_costs(graph: TierGraph, device: str = "optane-100") -> GraphCosts:
         read=np.array([cost.read_extra(e.bytes) for e in edges]),
         compute=np.maximum(0.0, own - dram),
         base_time=graph.base_time,
+        weight_dram=np.array([c * cost.in_dram(node.weight_read) if node.weight_bytes else 0.0
+                              for c, node in zip(calls, graph.nodes)]),
+        write_dram=np.array([cost.dram_write(node.alloc_bytes) for node in graph.nodes]),
+        read_dram=np.array([cost.dram_read(e.bytes) for e in edges]),
     )
 
 
