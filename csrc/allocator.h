@@ -91,7 +91,7 @@ class TieringAllocator final : public c10::Allocator {
   // The CPU allocator's priority in c10 now (found by probing, restored as it was).
   uint8_t cpu_allocator_priority();
   std::string pm_description() const;
-  // The pm tier's arena layout, if it is a simulated tier's arena.
+  // The pm tier's arena layout, if it is an arena (the simulated tier's, or a NUMA node's).
   std::optional<ArenaLayout> pm_layout() const;
 
   // Serve `tier`'s allocations from a planned arena (see PlannedBackend)

@@ -13,6 +13,7 @@
 #include "bindings.h"
 #include "dram_backend.h"
 #include "memkind_backend.h"
+#include "numa_backend.h"
 
 namespace py = pybind11;
 
@@ -75,6 +76,22 @@ void bind_allocator(py::module_& m) {
      py::arg("malloc_usable_size"), py::arg("name"), py::arg("error_on_full"),
      "Enable the allocator with a memkind pm tier (addresses from torch_tier.memkind's cffi binding).");
 
+  m.def("enable_numa", [](int node, size_t capacity, const std::string& fit, bool error_on_full) {
+    auto* numa = new NumaBackend(node, capacity, parse_fit(fit));
+    TieringAllocator::instance().enable(numa, error_on_full);
+  }, py::arg("node"), py::arg("capacity"), py::arg("fit"), py::arg("error_on_full"),
+     "Enable the allocator with NUMA node `node`'s memory as the pm tier: an arena of `capacity` bytes "
+     "bound to the node.");
+  m.def("page_nodes", [](const at::Tensor& t) {
+    if (!t.has_storage() || !t.storage().data()) return std::vector<int>{};
+    return page_nodes(t.storage().data(), t.storage().nbytes());
+  }, "The NUMA node of each page of the tensor's storage (move_pages); -ENOENT for a page never touched.");
+  m.def("memory_policy", [](const at::Tensor& t) {
+    if (!t.has_storage() || !t.storage().data()) throw std::invalid_argument("memory_policy: the tensor has no memory");
+    const MemoryPolicy policy = memory_policy_at(t.storage().data());
+    return py::make_tuple(policy.mode, policy.nodes);
+  }, "(mode, nodes): the kernel's memory policy for the first page of the tensor's storage (get_mempolicy).");
+
   m.def("disable", [] { TieringAllocator::instance().disable(); },
         "Restore the previous CPU allocator; live blocks still free to their tier.");
   m.def("enabled", [] { return TieringAllocator::instance().enabled(); });
@@ -128,7 +145,7 @@ void bind_allocator(py::module_& m) {
     d["largest_free"] = layout->largest_free;
     d["free_blocks"] = layout->free_blocks;
     return d;
-  }, "The simulated pm tier's arena: capacity, high-water mark, free bytes and blocks (None if not sim).");
+  }, "The pm tier's arena (sim or numa): capacity, high-water mark, free bytes and blocks (None for memkind).");
   m.def("pm_description", [] { return TieringAllocator::instance().pm_description(); });
 
   m.def("set_tier", [](int tier) { set_current_tier(to_tier(tier)); },

@@ -42,16 +42,28 @@ const char* fit_name(Fit fit) {
   return "?";
 }
 
-ArenaBackend::ArenaBackend(size_t capacity, Fit fit) : capacity_(round_up(capacity, kCell)), fit_(fit) {
+ArenaBackend::ArenaBackend(size_t capacity, Fit fit, const std::function<void(void*, size_t)>& place)
+    : capacity_(round_up(capacity, kCell)), fit_(fit) {
   if (capacity < kCell || capacity > kMaxCapacity)
     throw std::invalid_argument("arena capacity must be from 256 bytes to 512 GiB, got " + std::to_string(capacity));
   cell_count_ = static_cast<Index>(capacity_ / kCell);
   base_ = static_cast<char*>(map_zeroed(capacity_));
   cells_ = static_cast<Cell*>(map_zeroed(size_t{cell_count_} * sizeof(Cell)));
-  if (!base_ || !cells_) {
+  auto unmap = [&] {
     if (base_) munmap(base_, capacity_);
     if (cells_) munmap(cells_, size_t{cell_count_} * sizeof(Cell));
-    throw std::runtime_error("cannot map a simulated-tier arena of " + std::to_string(capacity_) + " bytes");
+  };
+  if (!base_ || !cells_) {
+    unmap();
+    throw std::runtime_error("cannot map an arena of " + std::to_string(capacity_) + " bytes");
+  }
+  if (place) {
+    try {
+      place(base_, capacity_);
+    } catch (...) {
+      unmap();
+      throw;
+    }
   }
   mark(0, cell_count_, true);
   root_ = insert(kNil, 0);

@@ -15,6 +15,7 @@
 // So choosing a block costs O(log free blocks), not a scan of the free list,
 // and the rules keep their exact placement (lowest address among ties).
 #pragma once
+#include <functional>
 #include <mutex>
 
 #include "backend.h"
@@ -34,14 +35,16 @@ struct ArenaLayout {
   size_t free_blocks;
 };
 
-class ArenaBackend final : public Backend {
+class ArenaBackend : public Backend {
  public:
   static constexpr size_t kCell = kPmAlignment;
   static constexpr size_t kMaxCapacity = ((size_t{1} << 31) - 1) * kCell;  // cell counts are 31-bit
 
   // Throws std::invalid_argument for a capacity of under one cell or over
-  // kMaxCapacity, std::runtime_error if the memory cannot be mapped.
-  ArenaBackend(size_t capacity, Fit fit);
+  // kMaxCapacity, std::runtime_error if the memory cannot be mapped. `place`,
+  // if given, is called on the arena's memory before anything touches it (a
+  // NUMA backend binds it to its node there); what it throws, this throws.
+  ArenaBackend(size_t capacity, Fit fit, const std::function<void(void*, size_t)>& place = {});
   ~ArenaBackend() override;
   ArenaBackend(const ArenaBackend&) = delete;
   ArenaBackend& operator=(const ArenaBackend&) = delete;
@@ -51,6 +54,8 @@ class ArenaBackend final : public Backend {
   size_t block_bytes(const void*, size_t bytes) const noexcept override { return round_up(bytes, kCell); }
   std::string describe() const override;
   ArenaLayout layout();
+  size_t capacity() const { return capacity_; }
+  Fit fit() const { return fit_; }
 
  private:
   using Index = uint32_t;  // a cell

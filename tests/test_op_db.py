@@ -5,8 +5,8 @@ wheel; it needs `expecttest`) that supports float32 on CPU runs each of its samp
 with torch-tier off (the second with its internal buffers elsewhere in the heap) and once with
 the allocator enabled and the calling thread's tier set to
 pm, each run from the same RNG seed. Inputs are made with the plugin off; everything the op
-allocates comes from the pm tier (the simulated tier's arena, or memkind's PMEM kind on
-/dev/shm). The outputs must be the same bits as with the plugin off, for every op that gives
+allocates comes from the pm tier (the simulated tier's arena, memkind's PMEM kind on
+/dev/shm, or the lowest NUMA node's memory). The outputs must be the same bits as with the plugin off, for every op that gives
 the same bits twice with the plugin off (ops that do not are listed, and are few: e.g.
 linalg.lstsq's gelsy driver, whose last bits depend on where its buffers lie even with the
 plugin off); uninitialised outputs (`empty*`) are not compared.
@@ -108,7 +108,9 @@ def _compare_all(pm: str) -> tuple[list[str], list[str], int, int]:
 
 
 PMS = ["sim", pytest.param("memkind:/dev/shm", marks=pytest.mark.skipif(
-    not memkind.available(), reason="libmemkind0 is not installed (apt-get install libmemkind0)"))]
+    not memkind.available(), reason="libmemkind0 is not installed (apt-get install libmemkind0)")),
+       pytest.param(f"numa:{min(tiers.numa_nodes(), default=0)}", marks=pytest.mark.skipif(
+           not tiers.numa_nodes(), reason="this kernel shows no NUMA node with memory"))]
 
 
 @pytest.mark.parametrize("pm", PMS)

@@ -8,8 +8,15 @@
                      torch_tier.device_models, or torch_tier.register_device).
   memkind:DIR        memkind's PMEM kind: a file-backed heap in DIR (a DAX
                      filesystem for real PM; any directory, e.g. /dev/shm, works).
+  numa:NODE          NUMA node NODE's memory: a CXL memory expander or PM
+                     exposed as a CPU-less node, or another socket's DRAM. An
+                     arena as sim's (same cells and fit rules), its memory bound
+                     to the node (mbind) before first touch; capacity the
+                     node's size unless pm_capacity is smaller. Needs no
+                     library (raw syscalls).
   kmem               memkind's MEMKIND_DAX_KMEM: PM or CXL memory exposed as a
-                     CPU-less NUMA node.
+                     CPU-less NUMA node (for users who have memkind; numa:NODE
+                     does the same without it).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ TIER_NAMES = ("dram", "pm")
 DRAM, PM = 0, 1
 FITS = ("first", "best", "worst", "next")
 ON_FULL = ("fallback", "error")
+NUMA_NODES = "/sys/devices/system/node"
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000**2,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30, "t": 1 << 40, "tb": 1000**4,
@@ -50,16 +58,18 @@ def parse_bytes(value: int | str, what: str = "size") -> int:
 
 @dataclass(frozen=True)
 class PmSpec:
-    """What backs the pm tier: kind 'sim', 'memkind' or 'kmem'."""
+    """What backs the pm tier: kind 'sim', 'memkind', 'kmem' or 'numa'."""
 
     kind: str
     directory: str = ""
     profile: str = ""
-    capacity: int = 0  # bytes; 0: the backend's own limit (sim: this machine's RAM)
+    capacity: int = 0  # bytes; 0: the backend's own limit (sim: this machine's RAM; numa: the node's size)
     fit: str = "first"
+    node: int = 0  # numa
 
     def __str__(self) -> str:
-        return {"sim": f"sim:{self.profile}", "memkind": f"memkind:{self.directory}", "kmem": "kmem"}[self.kind]
+        return {"sim": f"sim:{self.profile}", "memkind": f"memkind:{self.directory}", "kmem": "kmem",
+                "numa": f"numa:{self.node}"}[self.kind]
 
 
 def parse_pm(spec: str | None, capacity: int | str | None = None, fit: str = "first") -> PmSpec:
@@ -82,7 +92,9 @@ def parse_pm(spec: str | None, capacity: int | str | None = None, fit: str = "fi
         return PmSpec("memkind", directory=arg, capacity=cap, fit=fit)
     if kind == "kmem" and not arg:
         return PmSpec("kmem", capacity=cap, fit=fit)
-    raise ValueError(f"pm: cannot read {spec!r} (expected 'sim', 'sim:PROFILE', 'memkind:DIR' or 'kmem')")
+    if kind == "numa" and re.fullmatch(r"\d+", arg):
+        return PmSpec("numa", node=_numa_node(int(arg), cap), capacity=cap, fit=fit)
+    raise ValueError(f"pm: cannot read {spec!r} (expected 'sim', 'sim:PROFILE', 'memkind:DIR', 'kmem' or 'numa:NODE')")
 
 
 def _known_profile(name: str) -> str:
@@ -94,6 +106,53 @@ def _known_profile(name: str) -> str:
     return name
 
 
+def _read_list(path: str) -> list[int]:
+    """A sysfs list such as '0-3,8,10-11' read as numbers (none if the file is missing)."""
+    try:
+        with open(path) as f:
+            listed = f.read().strip()
+    except FileNotFoundError:
+        return []
+    numbers: list[int] = []
+    for part in filter(None, listed.split(",")):
+        first, _, last = part.partition("-")
+        numbers += range(int(first), int(last or first) + 1)
+    return numbers
+
+
+def numa_nodes() -> list[int]:
+    """This machine's NUMA nodes that have memory (none if the kernel shows no NUMA topology)."""
+    return _read_list(f"{NUMA_NODES}/has_memory")
+
+
+def numa_node_cpus(node: int) -> list[int]:
+    """The CPUs of NUMA node `node` (none for a CPU-less node, such as a CXL memory expander)."""
+    return _read_list(f"{NUMA_NODES}/node{node}/cpulist")
+
+
+def numa_node_bytes(node: int) -> int:
+    """The size of NUMA node `node`'s memory (MemTotal in its sysfs meminfo)."""
+    path = f"{NUMA_NODES}/node{node}/meminfo"
+    with open(path) as f:
+        for line in f:
+            match = re.fullmatch(rf"Node {node} MemTotal:\s+(\d+) kB\s*", line)
+            if match:
+                return int(match.group(1)) << 10
+    raise ValueError(f"{path}: no 'Node {node} MemTotal' line")
+
+
+def _numa_node(node: int, capacity: int) -> int:
+    """`node`, checked: it exists here, has memory, and holds `capacity` bytes (0: any)."""
+    nodes = numa_nodes()
+    if node not in nodes:
+        raise ValueError(f"pm: NUMA node {node} does not exist or has no memory here (nodes with memory: "
+                         f"{', '.join(map(str, nodes)) or 'none'}; see {NUMA_NODES}/has_memory)")
+    size = numa_node_bytes(node)
+    if capacity > size:
+        raise ValueError(f"pm capacity: {capacity} bytes is more than NUMA node {node} has ({size} bytes)")
+    return node
+
+
 def activate(pm: PmSpec, on_full: str) -> None:
     """Register the tiering allocator with PyTorch, its pm tier backed as `pm` says."""
     if on_full not in ON_FULL:
@@ -101,6 +160,9 @@ def activate(pm: PmSpec, on_full: str) -> None:
     error = on_full == "error"
     if pm.kind == "sim":
         _C.enable_sim(pm.capacity or min(psutil.virtual_memory().total, _C.SIM_MAX_CAPACITY), pm.fit, error)
+        return
+    if pm.kind == "numa":
+        _C.enable_numa(pm.node, pm.capacity or min(numa_node_bytes(pm.node), _C.SIM_MAX_CAPACITY), pm.fit, error)
         return
     kind = memkind.pmem_kind(pm.directory, pm.capacity) if pm.kind == "memkind" else memkind.kmem_kind()
     _C.enable_memkind(kind.kind, kind.posix_memalign, kind.free, kind.destroy_kind, kind.malloc_usable_size,
@@ -123,8 +185,8 @@ def stats() -> dict[str, dict[str, int]]:
 
     live_bytes, peak_bytes: what the tier's live blocks occupy, each block
         counted as its backend holds it: the request rounded up to the
-        backend's granularity (sim arena: 256-byte cells, so the pm tier's
-        live_bytes is the arena's capacity minus its free bytes; memkind: the
+        backend's granularity (the sim and numa arenas: 256-byte cells, so the
+        pm tier's live_bytes is the arena's capacity minus its free bytes; memkind: the
         size class jemalloc gives it; DRAM and planned slots: 64 bytes). Each
         thread counts its own, summed here. The peak is exact while one thread
         allocates at a time; with several at once it is the highest total seen
