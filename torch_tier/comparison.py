@@ -16,6 +16,11 @@ predicted latency is baselines.memory_mode_latency, its DRAM the cache, and
 with a timer its `measured` latency applies the same model to the timed
 all-DRAM and all-PM latencies (all-DRAM + miss ratio x (all-PM - all-DRAM)).
 The tables are the CLI's (torch_tier.report.table).
+
+On a generate graph (capture(..., generate=N)) every latency is a whole
+generate call's; a Row also holds the predicted time to first token and
+decode tokens/s (cost_model.predict_generate), and a timer that keeps each
+call's first token (LocalTimer's `first_token`) gives the timed ones.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 
 from . import baselines
 from .baselines import BudgetSpec
-from .cost_model import predict
+from .cost_model import GenerateFigures, predict, predict_generate
 from .graph import TierGraph
 from .placement import PlacementSpace
 from .policy import Policy
@@ -54,6 +59,7 @@ class Row:
     pm_bytes: int
     timing: Measurement | None = None
     modelled: float | None = None
+    generate: GenerateFigures | None = None  # a generate graph's predicted phases (not memory mode's)
 
     @property
     def measured(self) -> float | None:
@@ -88,8 +94,11 @@ def compare(graph: TierGraph, named: dict[str, Policy], budget: BudgetSpec, devi
     if timer is not None:
         space = PlacementSpace(graph)
         timed = {name: space.encode(policy) for name, policy in named.items() if name != MEMORY_MODE}
-        for name, samples in timer.compare(timed, rounds).items():
-            rows[name].timing = Measurement(tuple(samples))
+        samples_of = timer.compare(timed, rounds)
+        first_token = getattr(timer, "first_token", {})  # only timers of generate calls keep them
+        for name, samples in samples_of.items():
+            rows[name].timing = Measurement(tuple(samples), first_token=tuple(first_token.get(name, ())),
+                                            new_tokens=graph.new_tokens or 0)
         if MEMORY_MODE in rows:
             rows[MEMORY_MODE].modelled = baselines.memory_mode_between(
                 graph, budget, rows["all-dram"].measured, rows["all-pm"].measured)
@@ -100,19 +109,23 @@ def _row(graph: TierGraph, name: str, policy: Policy, budget: BudgetSpec, device
     """`policy`'s predicted row; memory mode's latency and DRAM are its cache's (a model)."""
     footprint = graph.footprint(policy)
     if name != MEMORY_MODE:
-        return Row(name, policy, predict(graph, policy, device), footprint["dram"], footprint["pm"])
+        phases = predict_generate(graph, policy, device) if graph.generation else None
+        return Row(name, policy, predict(graph, policy, device), footprint["dram"], footprint["pm"], generate=phases)
     cache = min(baselines.dram_budget(graph, budget), graph.footprint(graph.policy())["dram"])
     return Row(name, policy, baselines.memory_mode_latency(graph, budget, device), cache, footprint["pm"])
 
 
 class LocalTimer:
     """Times placements in this process, on tier `pm` (e.g. 'sim:optane-100'): `repeats` runs of
-    each in all, spread over the rounds, each measure() call after one warm-up run."""
+    each in all, spread over the rounds, each measure() call after one warm-up run. A run is a
+    forward, or on a generate graph a generate call, whose times to first token `first_token` keeps."""
 
     def __init__(self, model: torch.nn.Module, inputs: Any, graph: TierGraph, pm: str, repeats: int = 10,
                  progress: Callable[[str], None] | None = None):
         self.model, self.inputs, self.pm, self.repeats = model, inputs, pm, repeats
         self.space = PlacementSpace(graph)
+        self.generate = graph.new_tokens
+        self.first_token: dict[str, list[float]] = {}
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def compare(self, placements: dict[str, np.ndarray], rounds: int) -> dict[str, list[float]]:
@@ -122,8 +135,9 @@ class LocalTimer:
             for name, placement in placements.items():
                 runs = len(range(r, self.repeats, rounds))  # this round's share of the repeats
                 result = measure(self.model, self.inputs, self.space.policy(placement), pm=self.pm, repeats=runs,
-                                 warmup=1)
+                                 warmup=1, generate=self.generate)
                 samples[name] += result.samples
+                self.first_token.setdefault(name, []).extend(result.first_token)
                 self.progress(f"  round {r + 1}/{rounds}  {name:12} measured {result}")
         return samples
 

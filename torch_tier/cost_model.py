@@ -278,3 +278,32 @@ def graph_costs(graph: TierGraph, device: str = "optane-100") -> GraphCosts:
 def predict(graph: TierGraph, policy: Policy, device: str = "optane-100") -> float:
     """Seconds per forward under `policy`: the all-DRAM time plus every node's slow-tier extra."""
     return graph_costs(graph, device).latency(to_array(graph, policy))
+
+
+@dataclass(frozen=True)
+class GenerateFigures:
+    """Predicted seconds of one generate call: to its first token (the prefill), then its decode steps."""
+
+    first_token: float
+    decode: float
+    new_tokens: int
+
+    @property
+    def seconds(self) -> float:
+        return self.first_token + self.decode
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """The new tokens after the first, per second of the decode steps (as Measurement's)."""
+        return (self.new_tokens - 1) / self.decode
+
+
+def predict_generate(graph: TierGraph, policy: Policy, device: str = "optane-100") -> GenerateFigures:
+    """Time to first token and decode time of a generate graph under `policy`, each phase
+    priced apart (graph.phase): `predict` prices each node's calls of both phases together,
+    so their sum can differ from it by how much of a node's traffic in one phase its
+    computation in the other would hide."""
+    if graph.generation is None:
+        raise ValueError(f"{graph.model_name}: not a generate graph (capture(..., generate=N))")
+    return GenerateFigures(predict(graph.phase("prefill"), policy, device), predict(graph.phase("decode"), policy, device),
+                           graph.generation.new_tokens)

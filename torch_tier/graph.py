@@ -6,12 +6,20 @@ tensors. Per node: what it holds (weight bytes), what it allocates and for how
 long, what it reads and writes per forward, and its own all-DRAM time. Edges:
 which node's outputs each node reads. Buffers: every allocation of the
 forward with its lifetime in allocator events, for footprints and planning.
+
+A *generate graph* (``capture(..., generate=N)``) is the same data for a whole
+greedy ``model.generate``: node figures and buffers cover the prefill and
+every decode step, and ``generation`` says which share of them is the decode
+steps' and which buffers are the KV cache. ``phase("prefill")`` and
+``phase("decode")`` are graphs of one phase each (for time to first token and
+tokens per second).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from bisect import bisect_right
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,6 +77,34 @@ class Buffer:
     size: int
     alloc: int
     free: int  # == TierGraph.events when still live at the end (outputs)
+    kv: bool = False  # part of the KV cache (generate graphs): its node's cache, grown by one step
+
+
+@dataclass
+class Generation:
+    """What a generate graph adds: the decode steps' share of each node's and edge's figures.
+
+    The prefill's share is the node's figure less the decode steps'. Figures
+    are per generate call: the prefill (one forward over the prompt, giving
+    the first token) and `new_tokens - 1` decode steps (one token each).
+    """
+
+    prompt_tokens: int
+    new_tokens: int
+    step_starts: list[int]  # the allocator event at which each forward starts: the prefill, then each decode step
+    prefill_time: float  # seconds from the call to the first token, all DRAM (median)
+    decode_calls: list[int]  # per node
+    decode_alloc_bytes: list[int]
+    decode_activation_bytes: list[int]
+    decode_input_bytes: list[int]
+    decode_output_bytes: list[int]
+    decode_dram_time: list[float]
+    decode_edge_bytes: list[int]  # per edge
+
+    @property
+    def decode_start(self) -> int:
+        """The allocator event at which the first decode step starts."""
+        return self.step_starts[1]
 
 
 @dataclass
@@ -81,6 +117,7 @@ class TierGraph:
     events: int
     base_time: float  # seconds per forward, all DRAM, with every node metered
     metadata: dict[str, Any] = field(default_factory=dict)
+    generation: Generation | None = None  # set on a generate graph
 
     def index(self) -> dict[str, int]:
         return {node.path: i for i, node in enumerate(self.nodes)}
@@ -107,6 +144,50 @@ class TierGraph:
                                                         for b in self.buffers if shares[b.node]))
         return out
 
+    @property
+    def new_tokens(self) -> int | None:
+        """Tokens per generate call of a generate graph (what measure(generate=) takes); None for a forward."""
+        return None if self.generation is None else self.generation.new_tokens
+
+    def kv_bytes(self) -> list[int]:
+        """The KV cache's bytes after each forward (the prefill, then each decode step): each step
+        allocates the whole cache anew (one token longer), so what it allocates of it. Empty for a
+        single forward."""
+        if self.generation is None:
+            return []
+        starts = self.generation.step_starts
+        sizes = [0] * len(starts)
+        for b in self.buffers:
+            if b.kv:
+                sizes[bisect_right(starts, b.alloc) - 1] += b.size
+        return sizes
+
+    def phase(self, name: str) -> "TierGraph":
+        """The graph of one phase of a generate graph, 'prefill' or 'decode': each node's and
+        edge's share of that phase, the buffers it allocates, and its all-DRAM seconds."""
+        gen = self.generation
+        if gen is None:
+            raise ValueError(f"{self.model_name}: not a generate graph (capture(..., generate=N))")
+        if name not in ("prefill", "decode"):
+            raise ValueError(f"phase: expected 'prefill' or 'decode', got {name!r}")
+        decode = name == "decode"
+
+        def share(total: float, in_decode: float) -> Any:
+            return in_decode if decode else total - in_decode
+
+        nodes = [replace(n, calls=share(n.calls, gen.decode_calls[i]),
+                         alloc_bytes=share(n.alloc_bytes, gen.decode_alloc_bytes[i]),
+                         activation_bytes=share(n.activation_bytes, gen.decode_activation_bytes[i]),
+                         input_bytes=share(n.input_bytes, gen.decode_input_bytes[i]),
+                         output_bytes=share(n.output_bytes, gen.decode_output_bytes[i]),
+                         dram_time=share(n.dram_time, gen.decode_dram_time[i]))
+                 for i, n in enumerate(self.nodes)]
+        edges = [replace(e, bytes=share(e.bytes, b)) for e, b in zip(self.edges, gen.decode_edge_bytes)]
+        buffers = [b for b in self.buffers if (b.alloc >= gen.decode_start) == decode]
+        return replace(self, nodes=nodes, edges=[e for e in edges if e.bytes], buffers=buffers,
+                       base_time=share(self.base_time, self.base_time - gen.prefill_time),
+                       metadata={**self.metadata, "phase": name}, generation=None)
+
     def save(self, path: str | Path) -> None:
         data = {"format": FORMAT, "version": VERSION, **asdict(self)}
         Path(path).write_text(json.dumps(data) + "\n")
@@ -129,6 +210,7 @@ class TierGraph:
             events=data["events"],
             base_time=data["base_time"],
             metadata=data.get("metadata", {}),
+            generation=Generation(**data["generation"]) if data.get("generation") else None,
         )
 
     def summary(self) -> str:
@@ -136,8 +218,9 @@ class TierGraph:
         timing = self.metadata.get("timing")
         spread = (f" ±{timing['precision']:.1%} (95% interval of the median, {timing['repeats']} forwards)"
                   if timing else "")
+        run = "forward" if self.generation is None else f"generate call of {self.generation.new_tokens} tokens"
         rows = [f"{self.model_name}: {len(self.nodes)} nodes, {len(self.edges)} edges, {len(self.buffers)} "
-                f"buffers, {self.base_time * 1e3:.1f} ms per forward (all DRAM){spread}",
+                f"buffers, {self.base_time * 1e3:.1f} ms per {run} (all DRAM){spread}",
                 f"{'node':48} {'type':20} {'calls':>5} {'weights':>10} {'allocs':>10} {'reads':>10} {'ms':>8}"]
         for n in self.nodes:
             rows.append(f"{(n.path or '<root>')[-48:]:48} {n.type[:20]:20} {n.calls:5d} {_mib(n.weight_bytes):>10} "

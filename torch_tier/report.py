@@ -19,6 +19,7 @@ from .comparison import MEMORY_MODE, Row
 from .cost_model import predict
 from .graph import TierGraph
 from .graph_capture import capture
+from .timing import check_generates
 
 
 def _stderr(line: str) -> None:
@@ -41,18 +42,28 @@ def table(rows: list[Row], against: str = "all-dram") -> str:
     model of a hardware cache rather than a placement, is marked and explained in a note."""
     base = next(r for r in rows if r.name == against)
     timed = base.timing is not None
+    phases = base.generate is not None  # rows of a generate graph: a latency is a whole generate call's
+    timed_phases = timed and bool(base.timing.first_token)
     headers = ["policy", "DRAM peak MiB", "PM peak MiB", "predicted ms", f"vs {against}"]
+    headers += ["predicted first token ms", "predicted tokens/s"] if phases else []
     headers += ["measured ms", "±", f"vs {against}"] if timed else []
+    headers += ["measured first token ms", "measured tokens/s"] if timed_phases else []
     cells = []
     for r in rows:
         model = r.name == MEMORY_MODE
         line = [f"{r.name} (model)" if model else r.name, _mib(r.dram_bytes) + (" cache" if model else ""),
                 _mib(r.pm_bytes), f"{r.predicted * 1e3:.3f}", f"{r.predicted / base.predicted:.4f}"]
+        if phases:
+            line += ([f"{r.generate.first_token * 1e3:.3f}", f"{r.generate.decode_tokens_per_s:.2f}"]
+                     if r.generate is not None else ["(model)"] * 2)
         if timed and r.measured is None:
             line += ["(model)"] * 3
         elif timed:
             spread = f"{r.spread:.1%}" if r.spread is not None else "(model)"
             line += [f"{r.measured * 1e3:.2f}", spread, f"{r.measured / base.measured:.3f}"]
+        if timed_phases:
+            line += ([f"{r.timing.time_to_first_token * 1e3:.2f}", f"{r.timing.decode_tokens_per_s:.2f}"]
+                     if r.timing is not None and r.timing.first_token else ["(model)"] * 2)
         cells.append(line)
     notes = [f"{MEMORY_MODE} (model): every tensor in PM behind a DRAM cache of the budget's size, at a hit ratio "
              f"of {r.policy.metadata['hit_ratio']:.2f} (the share of the working set the cache holds); its latency "
@@ -82,17 +93,33 @@ def _budget(text: str) -> str:
     return text
 
 
+def _tokens(text: str) -> int:
+    try:
+        tokens = int(text)
+    except ValueError:
+        tokens = 0
+    if tokens < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of new tokens >= 1, got {text!r}")
+    return tokens
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """MODEL, --size, --capture-repeats and --threads: how every model command builds its workload."""
+    """MODEL, --size, --capture-repeats, --threads and --generate: how every model command builds
+    and runs its workload."""
     parser.add_argument("model", metavar="MODEL",
-                        help=f"a zoo model ({', '.join(zoo.names())}) or a dotted path to a function "
-                             "returning (model, example_inputs)")
+                        help=f"a zoo model ({', '.join(zoo.names())}), a directory with a transformers "
+                             "config.json (random weights), or a dotted path to a function returning "
+                             "(model, example_inputs)")
     parser.add_argument("--size", type=_size, nargs="+", action="extend", default=[], metavar="K=V",
                         help="keyword arguments of the model function, e.g. --size image_size=64 width=0.5")
     parser.add_argument("--capture-repeats", type=int, default=5, metavar="N",
                         help="timed forwards when capturing the graph (default 5)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="intra-op threads (default PyTorch's); 1 is steadiest on a shared machine")
+    parser.add_argument("--generate", type=_tokens, metavar="N",
+                        help="a whole greedy generate call of N new tokens instead of one forward (a "
+                             "transformers causal LM): captured, placed and timed, with time to first token "
+                             "and decode tokens/s")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -129,16 +156,23 @@ def fail(command: str, err: Exception) -> int:
 
 
 def build_workload(args: argparse.Namespace) -> zoo.Workload:
-    """MODEL built at --size (ValueError or TypeError if it cannot be), with --threads applied."""
+    """MODEL built at --size (ValueError or TypeError if it cannot be, or cannot generate with
+    --generate), with --threads applied."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    return zoo.resolve(args.model, **dict(args.size))
+    workload = zoo.resolve(args.model, **dict(args.size))
+    if args.generate:
+        check_generates(workload.model)
+    return workload
 
 
 def capture_workload(workload: zoo.Workload, args: argparse.Namespace) -> TierGraph:
-    """Capture the workload's graph with --capture-repeats, saying so on stderr."""
-    _stderr(f"capturing {workload.name} ({workload.description}) ...")
-    return capture(workload.model, workload.inputs, name=workload.name, repeats=args.capture_repeats)
+    """Capture the workload's graph (of a generate call with --generate) with --capture-repeats,
+    saying so on stderr; ValueError if MODEL cannot generate."""
+    what = f", a generate call of {args.generate} tokens" if args.generate else ""
+    _stderr(f"capturing {workload.name} ({workload.description}{what}) ...")
+    return capture(workload.model, workload.inputs, name=workload.name, repeats=args.capture_repeats,
+                   generate=args.generate)
 
 
 def _costliest(graph: TierGraph, device: str, count: int = 10) -> str:
@@ -152,6 +186,15 @@ def _costliest(graph: TierGraph, device: str, count: int = 10) -> str:
     return "\n".join(lines)
 
 
+def _phases(graph: TierGraph) -> str:
+    """A generate graph's phases, all DRAM: time to first token, decode tokens/s, the KV cache."""
+    gen, kv = graph.generation, graph.kv_bytes()
+    decode = graph.base_time - gen.prefill_time
+    return (f"generate: {gen.prompt_tokens}-token prompt, {gen.new_tokens} new tokens; all DRAM, first token in "
+            f"{gen.prefill_time * 1e3:.2f} ms, {(gen.new_tokens - 1) / decode:.2f} decode tokens/s; KV cache "
+            f"{_mib(kv[0])} MiB after the prefill, {_mib(kv[-1])} MiB at its largest")
+
+
 def run_profile(args: argparse.Namespace) -> int:
     """Capture MODEL's placement graph, print its nodes and what the slow tier would cost them."""
     try:
@@ -161,6 +204,8 @@ def run_profile(args: argparse.Namespace) -> int:
     graph = capture_workload(workload, args)
     print(graph.summary())
     print(f"\nall-DRAM footprint {_mib(graph.footprint(graph.policy())['dram'])} MiB")
+    if graph.generation:
+        print(_phases(graph))
     print(_costliest(graph, args.device))
     if args.out:
         graph.save(args.out)

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     rows = result.comparison or comparison.compare(  # interrupted: predicted only
         result.graph, comparison.placements(result.graph, meta["dram_budget"], meta["device"], result.policy),
         meta["dram_budget"], meta["device"])
-    meta.update(model=args.model, size=dict(args.size), comparison={r.name: _figures(r) for r in rows})
+    meta.update(model=args.model, size=dict(args.size), generate=args.generate,
+                comparison={r.name: _figures(r) for r in rows})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result.policy.save(args.out)
     plot = args.out.with_suffix(".png")

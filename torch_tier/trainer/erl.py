@@ -317,6 +317,7 @@ def train(
     compare_rounds: int = 0,
     device: str | None = None,
     config: TrainConfig | None = None,
+    generate: int | None = None,
 ) -> TrainResult:
     """Search placements of `model` under `dram_budget` and return the fastest found.
 
@@ -339,6 +340,9 @@ def train(
         an uninterrupted one would).
     progress: a progress bar on stderr, or a function called with each Generation.
     graph: a captured graph of `model` to reuse (default: capture it now).
+    generate: capture a whole generate call of that many tokens (capture(..., generate=N)) and
+        search placements of it; a timed run is then one generate call (so with a generate
+        `graph` too).
     compare_rounds: if set, the result's `comparison` holds the trained policy beside the
         baselines (torch_tier.comparison), predicted, and with measured fitness also timed in that
         many side-by-side rounds on one worker (so a remote one too).
@@ -364,7 +368,7 @@ def train(
                              f"this model is {fingerprint(model)}")
     else:
         clocks.check(config.clock)  # before any work: 'cpu' needs one intra-op thread
-        graph = graph or capture(model, inputs, clock=config.clock)
+        graph = graph or capture(model, inputs, clock=config.clock, generate=generate)
         spec = parse_pm(pm)
         settings = Settings(budget=baselines.dram_budget(graph, dram_budget), pm=str(spec),
                             device=device or devices.assumed_profile(spec.profile), fitness=fitness, config=config)

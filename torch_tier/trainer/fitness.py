@@ -176,7 +176,7 @@ def measured(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, w
                          f"workers=RemoteWorkers({workers!r}, ModelSpec(NAME, SIZE)) (README, Remote workers)")
     remote = workers if isinstance(workers, RemoteWorkers) else None
     job = Job.of(model, inputs, graph.model_name, [n.path for n in graph.nodes], pm, warmup, clock,
-                 spec=remote.model if remote else None, base_time=graph.base_time)
+                 spec=remote.model if remote else None, base_time=graph.base_time, generate=graph.new_tokens)
     pool = (WorkerPool(job, remote.address, secret=wire.trainer_secret(remote.secret)) if remote
             else WorkerPool(job, local=workers))
     with pool:

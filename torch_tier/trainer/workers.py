@@ -138,7 +138,7 @@ TO_WORKER: dict[str, dict[str, wire.Check]] = {
     "job": {"session": _TOKEN, "nonce": _TOKEN, "fingerprint": _FINGERPRINT, "model": wire.optional(_model_spec),
             "model_name": wire.text(256), "nodes": wire.items(wire.text(1024), MAX_NODES), "pm": wire.text(4096),
             "warmup": wire.integer(0, 1000), "threads": wire.integer(1, 4096),
-            "clock": wire.text(8, "|".join(CLOCKS))},
+            "clock": wire.text(8, "|".join(CLOCKS)), "generate": wire.optional(wire.integer(1, 2**20))},
     "evaluate": {"session": _TOKEN, "id": _TASK, "fingerprint": _FINGERPRINT,
                  "placements": wire.items(wire.items(_PAIR, MAX_NODES), MAX_GROUP),
                  "repeats": wire.integer(1, MAX_REPEATS)},
@@ -193,23 +193,26 @@ class Job:
     warmup: int
     threads: int
     clock: str = "wall"  # torch_tier.clocks: what the worker's measure() reads
+    generate: int | None = None  # a timed run is a generate call of this many tokens (a generate graph's)
     spec: ModelSpec | None = None  # what remote workers build; local ones are given `workload`
     base_time: float | None = None  # seconds of the trainer's own all-DRAM forward: bounds the samples
     workload: tuple = field(default=(), repr=False)  # (model, inputs), for local workers
 
     @classmethod
     def of(cls, model: torch.nn.Module, inputs: tuple, model_name: str, nodes: list[str], pm: str, warmup: int,
-           clock: str = "wall", spec: ModelSpec | None = None, base_time: float | None = None) -> "Job":
+           clock: str = "wall", spec: ModelSpec | None = None, base_time: float | None = None,
+           generate: int | None = None) -> "Job":
         """The job for `model`, timed with this process's intra-op thread count on `clock`."""
-        return cls(fingerprint(model), model_name, nodes, pm, warmup, torch.get_num_threads(), clock, spec,
-                   base_time, (model, inputs))
+        return cls(fingerprint(model), model_name, nodes, pm, warmup, torch.get_num_threads(), clock, generate,
+                   spec, base_time, (model, inputs))
 
     def body(self, nonce: str, session: str) -> dict[str, Any]:
         """The job message for the worker whose hello carried `nonce`, opening `session`."""
         spec = None if self.spec is None else {"name": self.spec.name, "size": dict(self.spec.size)}
         return {"protocol": PROTOCOL, "type": "job", "session": session, "nonce": nonce,
                 "fingerprint": self.fingerprint, "model": spec, "model_name": self.model_name, "nodes": self.nodes,
-                "pm": self.pm, "warmup": self.warmup, "threads": self.threads, "clock": self.clock}
+                "pm": self.pm, "warmup": self.warmup, "threads": self.threads, "clock": self.clock,
+                "generate": self.generate}
 
     def bounds(self) -> tuple[float, float]:
         """The physically plausible seconds of one timed forward."""
@@ -651,7 +654,7 @@ class Worker:
                             nodes={path: Placement(TIER_NAMES[w], TIER_NAMES[a])
                                    for path, (w, a) in zip(job["nodes"], placement)})
             samples.append(list(measure(self.model, self.inputs, policy, pm=job["pm"], repeats=repeats,
-                                        warmup=job["warmup"], clock=job["clock"]).samples))
+                                        warmup=job["warmup"], clock=job["clock"], generate=job["generate"]).samples))
         return samples
 
     def _finish(self, session: str, tag: str | int, outcome: Any, error: Exception | None) -> None:
