@@ -7,7 +7,8 @@ One generation (Search.step), top to bottom:
    repaired to the budget (budget.py);
 2. evaluate: each placement never scored before is timed once (measured) or
    predicted (model) (fitness.py); a cache hit is free, and the budget may
-   cut the last generation short;
+   cut the last generation short: measured, it stops `min_pairs` pairs
+   before the end, so that what the last generation found can still race;
 3. race: placements scored below the incumbent race it, best first, in
    paired runs (racing.py); only a significant win replaces it, so the best
    so far, a chain of paired estimates, never rises;
@@ -147,12 +148,14 @@ class Search:
         self.reference: float | None = None  # latency that rewards are relative to: generation 0's median
         self.evaluations = 0
         self.idle = 0  # generations in a row that evaluated nothing new
+        self.final = False  # the evaluations left are the last race's: no more proposals
         self.fitted = 0  # placements scored when the model member was last fitted
         self.history: list[Generation] = []
 
     def done(self) -> bool:
-        """The evaluation budget is spent, or the population has stopped proposing anything new."""
-        return self.evaluations >= self.config.evaluations or self.idle >= self.config.patience
+        """The evaluation budget is spent (but for a last race's reserve), or the population has
+        stopped proposing anything new."""
+        return self.final or self.evaluations >= self.config.evaluations or self.idle >= self.config.patience
 
     def run(self, fitness: Fitness, after: Callable[[Generation], None] = lambda generation: None) -> None:
         """Generations until done; `after` is called with each (to checkpoint, to report)."""
@@ -167,8 +170,11 @@ class Search:
             # 1. propose: every member's placement, repaired to the budget
             placements = [self.budget.repair(p, dram_preference) for p, dram_preference in
                           self.population.propose(self.rng)]
-            # 2. evaluate what was never scored (the budget may leave some of the last generation unscored)
-            used = fitness.evaluate(placements, self.scores, c.evaluations - self.evaluations)
+            # 2. evaluate what was never scored, keeping one race's runs for after (the budget may
+            #    leave some of the last generation unscored: a placement scored too late to race is wasted)
+            left = c.evaluations - self.evaluations
+            reserve = min(c.min_pairs * fitness.pair_cost, left)
+            used = fitness.evaluate(placements, self.scores, left - reserve)
             self.evaluations += used
             scored = [p for p in placements if p in self.scores]
             latencies = [self.scores.score(p) for p in scored]
@@ -178,6 +184,7 @@ class Search:
             # 3. race the placements that look faster than the incumbent
             races = self._race(fitness, scored)
             self.idle = 0 if used or races else self.idle + 1
+            self.final = c.evaluations - self.evaluations <= reserve  # nothing left to propose with
             # 4.-6. learn, evolve, migrate; not after a generation cut short: its unscored members have no rank
             if len(scored) == len(placements):
                 self._next_generation(scored, latencies)
@@ -263,7 +270,7 @@ class Search:
                 "replay": self.replay.state_dict(), "scores": self.scores.state_dict(),
                 "champion": asdict(self.champion), "raced": sorted(self.raced),
                 "rng": self.rng.bit_generator.state, "reference": self.reference,
-                "evaluations": self.evaluations, "idle": self.idle, "fitted": self.fitted,
+                "evaluations": self.evaluations, "idle": self.idle, "final": self.final, "fitted": self.fitted,
                 "history": [asdict(g) for g in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -277,6 +284,7 @@ class Search:
         self.reference = state["reference"]
         self.evaluations = state["evaluations"]
         self.idle = state["idle"]
+        self.final = state["final"]
         self.fitted = state["fitted"]
         self.history = [Generation(**g) for g in state["history"]]
 
