@@ -13,6 +13,14 @@ activations: transformers' DynamicCache grows by ``torch.cat`` inside the
 attention module's forward, so every step's cache is a new buffer its
 attention node allocates (in its activation tier), live until the next
 step's replaces it; those buffers are marked ``kv``.
+
+A model larger than DRAM (its weights already in the tiers, as
+torch_tier.from_pretrained loads them) is captured with `dram_limit`: the
+weights stay where they are and each node's all-DRAM time is its own time with
+its own weights copied into DRAM, the nodes timed in groups whose weights fit
+in the limit beside the run's activations. Timing is what makes such a time
+sound on any slow tier; the cost model's prediction would assume the model it
+is meant to inform.
 """
 
 from __future__ import annotations
@@ -20,16 +28,18 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from . import _C, clocks, tiers
 from .cost_model import weight_stream
 from .graph import EXTERNAL, Buffer, Edge, Generation, Node, Stream, TierGraph
+from .lifetimes import peak_live_bytes
 from .policy import Placement, Policy, fingerprint
-from .runtime import Session
+from .runtime import Session, _by_storage, _repoint, _storage_in_tier
 from .tensors import input_tensors, owned_tensors
 from .timing import Measurement, check_generates, generate_options
 
@@ -168,10 +178,27 @@ class _OwnTimes:
     timing: Timing
 
 
+@contextmanager
+def _in_dram(tensors: list[torch.Tensor]) -> Iterator[None]:
+    """The storages of `tensors` copied into DRAM (the allocator enabled) for the block, then
+    copied back into their own storages (a forward may update buffers in place) and re-pointed there."""
+    groups = [group for _, group in _by_storage([(t, None) for t in tensors]).values()]
+    originals = [group[0].untyped_storage() for group in groups]
+    for group in groups:
+        _repoint(group, _storage_in_tier(group[0].untyped_storage(), tiers.DRAM))
+    try:
+        yield
+    finally:
+        for group, original in zip(groups, originals):
+            original.copy_(group[0].untyped_storage())
+            _repoint(group, original)
+
+
 def _own_times(model: torch.nn.Module, run: Callable[[], Any], policy: Policy, repeats: int, precision: float,
-               max_repeats: int) -> _OwnTimes:
-    """Median own seconds per node and per run (one forward, or one generate call), all DRAM,
-    metered as a sim session meters; of a generate call, also its decode steps' share.
+               max_repeats: int, borrow: list[torch.Tensor] | None = None) -> _OwnTimes:
+    """Median own seconds per node and per run (one forward, or one generate call), with the
+    weights where `policy` puts them (all DRAM for capture) and those of `borrow` copied into
+    DRAM, metered as a sim session meters; of a generate call, also its decode steps' share.
 
     Warm-up runs until two forwards in a row agree (first forwards pay for page
     faults and lazy initialisation); then forwards are timed until the median
@@ -196,7 +223,8 @@ def _own_times(model: torch.nn.Module, run: Callable[[], Any], policy: Policy, r
         first_token.append(ends[0] - start)
         return clocks.now() - start
 
-    with Session(policy, model, tiers.parse_pm("sim"), "fallback", recorder=record), torch.no_grad():
+    with Session(policy, model, tiers.parse_pm("sim"), "fallback", recorder=record), torch.no_grad(), \
+            _in_dram(borrow or []):
         # after the session's hooks, so the root's own time of the first forward counts as the prefill's
         root_end = model.register_forward_hook(lambda *_: ends.append(clocks.now()))
         try:
@@ -224,6 +252,46 @@ def _own_times(model: torch.nn.Module, run: Callable[[], Any], policy: Policy, r
                      statistics.median(first_token[-len(totals):]), timing)
 
 
+def _own_times_in_groups(model: torch.nn.Module, run: Callable[[], Any], policy: Policy, buffers: list[Buffer],
+                         limit: int, repeats: int, precision: float, max_repeats: int) -> _OwnTimes:
+    """Each node's own seconds with its weights in DRAM, never holding more than `limit` bytes
+    of DRAM: weights stay in their tiers (those in plain memory go to pm), and the nodes whose
+    weights are in pm are timed in groups, each group's weights copied into DRAM beside the
+    run's activations (`buffers`, all in DRAM) and the weights already there. A node with no
+    weights in pm takes the median of its times over the groups. No run goes all in DRAM, so
+    the Timing's median and the first token's time are sums of the nodes' own times; the
+    interval is the widest group's, relatively.
+    """
+    owned = owned_tensors(model)
+    in_dram = {p for p in policy.nodes if owned[p] and all(tiers.tier_of(t) == "dram" for t in owned[p])}
+    placed = Policy(policy.fingerprint, policy.model_name,
+                    nodes={p: Placement(weight="dram" if p in in_dram else "pm") for p in policy.nodes})
+    sizes = {p: sum(t.untyped_storage().nbytes() for t in owned[p]) for p in policy.nodes}
+    activations = peak_live_bytes((b.alloc, b.free, b.size) for b in buffers)
+    room = limit - activations - sum(sizes[p] for p in in_dram)
+    groups: list[list[str]] = [[]]
+    for path in (p for p in policy.nodes if owned[p] and p not in in_dram):
+        if sizes[path] > room:
+            raise ValueError(f"a DRAM limit of {limit} bytes cannot hold {path!r}'s {sizes[path]} bytes of weights "
+                             f"beside the run's {activations} bytes of activations and "
+                             f"{limit - activations - room} bytes of weights in DRAM, to time it")
+        if sum(sizes[p] for p in groups[-1]) + sizes[path] > room:
+            groups.append([])
+        groups[-1].append(path)
+    rounds = [(group, _own_times(model, run, placed, repeats, precision, max_repeats,
+                                 borrow=[t for p in group for t in owned[p]])) for group in groups]
+    total = {p: statistics.median(own.total[p] for _, own in rounds) for p in policy.nodes}
+    decode = {p: statistics.median(own.decode[p] for _, own in rounds) for p in policy.nodes}
+    for group, own in rounds:
+        total.update((p, own.total[p]) for p in group)
+        decode.update((p, own.decode[p]) for p in group)
+    timings = [own.timing for _, own in rounds]
+    median, widest = sum(total.values()), max(t.precision for t in timings)
+    timing = Timing(sum(t.repeats for t in timings), sum(t.warmup for t in timings), median,
+                    (median * (1 - widest), median * (1 + widest)), widest, all(t.reached for t in timings))
+    return _OwnTimes(total, decode, median - sum(decode.values()), timing)
+
+
 def _precision(samples: list[float]) -> float:
     low, high = Measurement(tuple(samples)).interval()
     return (high - low) / 2 / statistics.median(samples)
@@ -231,7 +299,7 @@ def _precision(samples: list[float]) -> float:
 
 def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats: int = 5,
             precision: float = 0.02, max_repeats: int = 200, clock: str | None = None,
-            generate: int | None = None,
+            generate: int | None = None, dram_limit: int | None = None,
             **generate_kwargs: Any) -> TierGraph:
     """Profile `model` on `example_inputs` (a tensor or a tuple of them) into a TierGraph.
 
@@ -248,6 +316,10 @@ def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats
     and compute stay the same while the KV cache and the attention over it grow by one
     token, so the decode share scales with (longer - 1) / (N - 1) only where the cache is
     small beside the weights; capture at the length you will run to price the cache.
+
+    dram_limit: bytes of DRAM the timing may hold; the weights stay in their tiers and
+    each node is timed with its own weights copied into DRAM (see _own_times_in_groups).
+    Without it the timing moves every weight into DRAM.
     """
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     if generate is not None:
@@ -309,7 +381,11 @@ def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats
 
     policy = Policy(fingerprint(model), name or type(model).__name__, nodes={p: Placement() for p in order})
     with clocks.use(clock):
-        own = _own_times(model, run, policy, repeats, precision, max(repeats, max_repeats))
+        if dram_limit is None:
+            own = _own_times(model, run, policy, repeats, precision, max(repeats, max_repeats))
+        else:
+            own = _own_times_in_groups(model, run, policy, buffers, dram_limit, repeats, precision,
+                                       max(repeats, max_repeats))
         timed_on = clocks.current()
     timing = own.timing
     nodes = [

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -25,6 +25,10 @@ from .emulated import CallRecorder, Meter, Weights
 from .graph import TierGraph
 from .policy import Placement, Policy
 from .tensors import owned_tensors
+
+# Makes the data of a tensor that has none (on the meta device): a CPU tensor of its shape and
+# dtype, allocated by the current allocator (the session has set the tier it goes to).
+Loader = Callable[[torch.Tensor], torch.Tensor]
 
 _active: "Session | None" = None
 _active_lock = threading.RLock()  # close() runs under it when enable() fails
@@ -70,14 +74,34 @@ def _repoint(tensors: list[torch.Tensor], storage: torch.UntypedStorage) -> None
 
 def _by_storage(tensors: list[tuple[torch.Tensor, int | None]]) -> dict[int, tuple[int | None, list[torch.Tensor]]]:
     """Tensors grouped by the storage they view (StorageImpl identity), each group with the
-    tier of its first tensor: a storage shared by several owners goes where its first owner's goes."""
+    tier of its first tensor: a storage shared by several owners goes where its first owner's goes.
+    Tensors on the meta device (storage yet to be made) are grouped too."""
     groups: dict[int, tuple[int | None, list[torch.Tensor]]] = {}
     for tensor, tier in tensors:
-        if tensor.device.type != "cpu" or tensor.untyped_storage().nbytes() == 0:
+        if tensor.device.type not in ("cpu", "meta") or tensor.untyped_storage().nbytes() == 0:
             continue
         key = tensor.untyped_storage()._cdata
         groups.setdefault(key, (tier, []))[1].append(tensor)
     return groups
+
+
+def _load(model: torch.nn.Module, tensors: list[torch.Tensor], tier: int, loader: Loader) -> None:
+    """Make each meta tensor's data in `tier` with `loader` and put it in the meta tensor's place
+    in every module that holds it (a tied Parameter stays one Parameter, shared as before)."""
+    slots = [(module, kind, name) for module in model.modules() for kind in ("_parameters", "_buffers")
+             for name, held in getattr(module, kind).items() if any(held is t for t in tensors)]
+    for tensor in tensors:
+        previous = _C.get_tier()
+        _C.set_tier(tier)
+        try:
+            data = loader(tensor)
+        finally:
+            _C.set_tier(previous)
+        if isinstance(tensor, torch.nn.Parameter):
+            data = torch.nn.Parameter(data, requires_grad=tensor.requires_grad)
+        for module, kind, name in slots:
+            if getattr(module, kind)[name] is tensor:
+                getattr(module, kind)[name] = data
 
 
 class Session:
@@ -91,6 +115,7 @@ class Session:
         on_full: str,
         recorder: CallRecorder | None = None,
         arena_plans: "dict[str, Any] | None" = None,
+        loader: Loader | None = None,
     ):
         self.policy = policy
         self.model = model
@@ -100,13 +125,13 @@ class Session:
         if pm.kind == "sim":
             device = devices.device_model(pm.profile) or cost_model.cost_model(pm.profile).call_extra
         self._meter = Meter(device, recorder) if device is not None or recorder is not None else None
-        self._moved: dict[int, torch.Tensor] = {}  # id -> each parameter and buffer whose storage was moved
+        self._moved: dict[int, torch.Tensor] = {}  # id -> each parameter and buffer moved out of plain memory
         self._hooks: list[Any] = []
         self._closed = False
         placements = policy.resolve(model)
         tiers.activate(pm, on_full)
         try:
-            self._place_weights(placements)
+            self._place_weights(placements, loader)
             if arena_plans:
                 arenas.install(arena_plans)
                 self._hooks.append(model.register_forward_pre_hook(lambda _m, _a: _C.begin_planned_pass()))
@@ -118,20 +143,30 @@ class Session:
             self.close()
             raise
 
-    def _place_weights(self, placements: dict[str, Placement]) -> None:
+    def _place_weights(self, placements: dict[str, Placement], loader: Loader | None = None) -> None:
         """Move each storage under the model's parameters and buffers into its weight tier, once.
 
         Tensors sharing a storage (tied weights, Parameters that are views of one buffer, as
         fused-QKV layouts make) are re-pointed into the one copy, so they stay one storage. A
         storage already in its tier stays where it is: placing again moves only what changed.
+        Moves to pm come first, so DRAM never holds a weight leaving it beside one arriving.
+        Tensors without storage (meta device, as from_pretrained builds a model) are made in
+        their tier by `loader`. Only storages moved out of plain memory go back there at close();
+        the others (made here, or in tier memory before the session) stay in tier memory.
         """
         owned = [(tensor, tiers.TIER_NAMES.index(placements[path].weight))
                  for path, tensors in owned_tensors(self.model).items() for tensor in tensors]
-        for tier, tensors in _by_storage(owned).values():
+        for tier, tensors in sorted(_by_storage(owned).values(), key=lambda group: group[0] != tiers.PM):
+            if tensors[0].is_meta:
+                if loader is None:
+                    raise ValueError(f"{type(self.model).__name__}: tensors on the meta device and nothing to "
+                                     "load them from (torch_tier.from_pretrained loads a checkpoint into the tiers)")
+                _load(self.model, tensors, tier, loader)
+                continue
+            if _C.tier_of(tensors[0]) < 0:
+                self._moved.update((id(tensor), tensor) for tensor in tensors)
             if _C.tier_of(tensors[0]) != tier:
                 _repoint(tensors, _storage_in_tier(tensors[0].untyped_storage(), tier))
-            for tensor in tensors:
-                self._moved[id(tensor)] = tensor
 
     def _hook_activations(self, placements: dict[str, Placement]) -> None:
         """Hook the root and every module whose activation tier differs from its parent's.
@@ -181,7 +216,8 @@ class Session:
         return tiers.stats()
 
     def close(self) -> None:
-        """Remove the hooks, restore PyTorch's allocator and move weights back to plain memory."""
+        """Remove the hooks, restore PyTorch's allocator and move the weights that came from plain
+        memory back there; weights in tier memory before the session (from_pretrained's) stay there."""
         global _active
         if self._closed:
             return
@@ -245,15 +281,21 @@ def enable(
         forward's activations from one arena per tier laid out ahead of time
         from `graph` (torch_tier.capture of this model; see torch_tier.arenas).
     """
-    global _active
     if not isinstance(policy, Policy):
         policy = Policy.load(policy)
     policy.check(model)
     spec = tiers.parse_pm(pm, pm_capacity, fit)
-    plans = _arena_plans(arena, graph, policy)
+    return start(policy, model, spec, on_full, arena_plans=_arena_plans(arena, graph, policy))
+
+
+def start(policy: Policy, model: torch.nn.Module, pm: tiers.PmSpec, on_full: str = "fallback",
+          arena_plans: "dict[str, Any] | None" = None, loader: Loader | None = None) -> Session:
+    """Open the process's one session: `model` under `policy` (already checked against it) on `pm`.
+    What enable() and from_pretrained() do once they have read their arguments."""
+    global _active
     with _active_lock:
         if _active is not None:
             raise RuntimeError(f"torch-tier is already enabled ({_active!r}); close() it before enabling again")
-        session = Session(policy, model, spec, on_full, arena_plans=plans)
+        session = Session(policy, model, pm, on_full, arena_plans=arena_plans, loader=loader)
         _active = session
     return session
