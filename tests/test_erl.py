@@ -75,10 +75,11 @@ class Case:
     def latency(self, placement: np.ndarray) -> float:
         return self.truth.latency(self.space.clean(placement))
 
-    def search(self, seed: int = 0, **config) -> tuple[Search, NoisyTruth, list[np.ndarray]]:
+    def search(self, seed: int = 0, start: np.ndarray | None = None,
+               **config) -> tuple[Search, NoisyTruth, list[np.ndarray]]:
         """A run (of BUDGET timed runs unless `config` says); also the placements generation 0 scored."""
         config = TrainConfig(**{"evaluations": BUDGET, "seed": seed, **config})
-        search = Search(self.graph, Settings(self.limit, f"sim:{DEVICE}", DEVICE, "measured", config))
+        search = Search(self.graph, Settings(self.limit, f"sim:{DEVICE}", DEVICE, "measured", config), start)
         fitness = NoisyTruth(self.space, self.truth, seed + 100)
         first: list[np.ndarray] = []
         search.run(fitness, lambda g: first or first.extend(search.scores.placements.values()))
@@ -127,6 +128,16 @@ def test_the_last_generation_keeps_the_runs_of_a_race(case):
     assert len(first) == 25 - search.config.min_pairs * fitness.pair_cost
     assert case.latency(search.champion.placement) < case.latency(first[0])
     assert search.done() and fitness.runs <= 25
+
+
+def test_a_run_started_from_the_planners_placement_falls_from_it(case):
+    """`start` is the first incumbent: the curve starts at its timed latency and only paired wins lower it."""
+    start = case.space.encode(baselines.optimal(case.graph, case.limit, DEVICE))
+    search, _, first = case.search(start=start)
+    assert np.array_equal(first[0], start)
+    assert search.history[0].best <= statistics.median(search.scores.samples[start.tobytes()][:3])
+    assert case.latency(search.champion.placement) < 0.9 * case.latency(start)
+    assert _never_rises(search)
 
 
 def test_unseeded_run_learns_beyond_its_random_start(case):

@@ -126,7 +126,7 @@ class TrainResult:
 class Search:
     """A run's whole state, one generation at a time: what a checkpoint holds."""
 
-    def __init__(self, graph: TierGraph, settings: Settings):
+    def __init__(self, graph: TierGraph, settings: Settings, start: np.ndarray | None = None):
         self.graph = graph
         self.settings = settings
         self.config = c = settings.config
@@ -138,12 +138,13 @@ class Search:
         self.learner = Learner(node_features(graph, self.budget, costs), Neighbours.of(graph), self.space.mask,
                                self.budget, c)
         self.rng = np.random.default_rng(c.seed)
-        seeds = [self.space.encode(baselines.BASELINES[name](graph, settings.budget, settings.device))
-                 for name in SEED_BASELINES] if c.seed_baselines else []
+        seeds = [] if start is None else [start]  # the first member's placement is the first incumbent
+        seeds += [self.space.encode(baselines.BASELINES[name](graph, settings.budget, settings.device))
+                  for name in SEED_BASELINES] if c.seed_baselines else []
         self.population = Population.initial(c, self.space.nodes, seeds, self.rng, self.learner.logits_of)
         self.replay = ReplayBuffer(self.space.nodes)
         self.scores = Scores()
-        self.champion: Champion[np.ndarray] | None = None  # the incumbent: generation 0's first placement at first
+        self.champion: Champion[np.ndarray] | None = None  # the incumbent: generation 0's first (`start`)
         self.raced: set[bytes] = set()  # placements that raced: an incumbent only gets faster, so never again
         self.reference: float | None = None  # latency that rewards are relative to: generation 0's median
         self.evaluations = 0
@@ -325,6 +326,7 @@ def train(
     compare_rounds: int = 0,
     device: str | None = None,
     config: TrainConfig | None = None,
+    start: Policy | None = None,
     generate: int | None = None,
 ) -> TrainResult:
     """Search placements of `model` under `dram_budget` and return the fastest found.
@@ -336,6 +338,9 @@ def train(
         the sim's profile when `pm` names one, else optane-100 (e.g. for a device model).
     fitness: 'model' (the cost model's prediction) or 'measured' (timed inference in workers).
     config: every hyperparameter (TrainConfig, whose fields say what they do); default TrainConfig().
+    start: a placement to start from (e.g. the planner's, baselines.optimal): the first incumbent,
+        so the curve of the best so far starts at its timed latency and falls only by paired wins
+        over it. It joins the first population beside the seeds (if seed_baselines).
     evaluations, population, seed, seed_baselines, repeats, max_repeats, warmup: when given,
         override the config's fields of those names. evaluations: timed runs (measured) or
         predictions (model); a placement already scored is free, and the last generation may
@@ -380,7 +385,7 @@ def train(
         spec = parse_pm(pm)
         settings = Settings(budget=baselines.dram_budget(graph, dram_budget), pm=str(spec),
                             device=device or devices.assumed_profile(spec.profile), fitness=fitness, config=config)
-    search = Search(graph, settings)
+    search = Search(graph, settings, None if start is None else PlacementSpace(graph).encode(start))
     if resume:
         search.load_state_dict(state["search"])
         _warn_unlike(settings, fitness, config)
