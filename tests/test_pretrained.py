@@ -118,6 +118,7 @@ def test_gpt2_tied_head_stays_one_storage(tmp_path):
 
 def test_close_leaves_the_weights_in_tier_memory_until_the_model_goes(small):
     directory, expected = small
+    gc.collect()  # earlier tests' models
     before = tt.stats()["pm"]["live_bytes"]
     policy = layer_policy(pretrained.build(directory), "model.layers.1")
     session = pretrained.from_pretrained(directory, policy=policy, pm="sim")
@@ -254,6 +255,7 @@ def test_a_tensor_missing_from_the_checkpoint(small, tmp_path):
     tensors = load_file(shard)
     del tensors["model.norm.weight"]
     save_file(tensors, shard)
+    gc.collect()  # earlier tests' models
     before = tt.stats()["pm"]["live_bytes"]
     with pytest.raises(pretrained.CheckpointError, match=rf"{directory}: no tensor 'model.norm.weight'"):
         pretrained.from_pretrained(directory, policy=tt.Policy.uniform(pretrained.build(directory), "pm"), pm="sim")
