@@ -24,11 +24,12 @@ _EXPORTS = {
     "calibrate_device": "calibrate",
     "Measurement": "timing", "measure": "timing",
     "TrainResult": "trainer.erl", "train": "trainer.erl",
+    "from_pretrained": "pretrained",
 }
 
 __all__ = ["Measurement", "Placement", "Policy", "PolicyError", "Session", "TierGraph", "Traffic", "TrafficStream",
-           "TrainResult", "calibrate_device", "capture", "enable", "fingerprint", "measure", "predict",
-           "register_device", "reset_peaks", "stats", "tier_of", "train"]
+           "TrainResult", "calibrate_device", "capture", "enable", "fingerprint", "from_pretrained", "measure",
+           "predict", "register_device", "reset_peaks", "stats", "tier_of", "train"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .graph import TierGraph
     from .graph_capture import capture
     from .policy import Placement, Policy, PolicyError, fingerprint
+    from .pretrained import from_pretrained
     from .runtime import Session, enable
     from .tiers import reset_peaks, stats, tier_of
     from .timing import Measurement, measure
