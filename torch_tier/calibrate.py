@@ -594,7 +594,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_model_arguments(parser)
     parser.add_argument("--pm", required=True, metavar="SPEC",
                         help="the slow tier to time on: sim:NAME (a profile, PATH.json or a device model), "
-                             "memkind:DIR or kmem")
+                             "numa:NODE, memkind:DIR or kmem")
     parser.add_argument("--assume", default=baselines.DEFAULT_DEVICE, metavar="PROFILE",
                         help=f"the profile the fit starts from (default {baselines.DEFAULT_DEVICE})")
     parser.add_argument("--budget", type=_budget, default="25%",

@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                         "footprint (default 25%%)")
     parser.add_argument("--pm", default="sim:optane-100",
                         help="the slow tier runs use: sim:PROFILE, sim:MODEL (a device model), sim:PATH.json, "
-                             "memkind:DIR, kmem (default sim:optane-100)")
+                             "numa:NODE, memkind:DIR, kmem (default sim:optane-100)")
     parser.add_argument("--assume", metavar="PROFILE",
                         help="the device profile the model-based parts assume (seeding, greedy and optimal, "
                              "predictions); default the sim's profile, else optane-100")
