@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import torch_tier as tt
-from torch_tier import _C, baselines, pretrained
+from torch_tier import _C, pretrained
 from torch_tier.graph_capture import capture
 from torch_tier.policy import PolicyError
 
@@ -193,8 +193,9 @@ def test_capture_within_a_dram_limit_leaves_the_weights_where_they_were():
     assert tt.stats()["dram"]["peak_bytes"] - base <= limit
     assert all(tt.tier_of(p) is None and torch.equal(p, v) for p, v in zip(model.parameters(), values))
     assert all(node.dram_time > 0 for node in graph.nodes if node.weight_bytes)
-    with pytest.raises(ValueError, match=r"'0''s 263168 bytes of weights"):
-        capture(model, x, repeats=1, dram_limit=200_000)
+    assert graph.metadata["timing"]["in_place"] == ()
+    small = capture(model, x, repeats=1, dram_limit=200_000)  # under one layer's 263,168 bytes
+    assert small.metadata["timing"]["in_place"] == tuple(str(i) for i in range(6))
 
 
 # --- errors -------------------------------------------------------------------
@@ -275,9 +276,22 @@ def test_a_checkpoint_of_another_shape(small, tmp_path):
         pretrained.from_pretrained(directory, policy=tt.Policy.uniform(model), pm="sim")
 
 
-def test_a_budget_below_the_largest_node(small):
-    with pytest.raises(baselines.BudgetError, match=r"cannot hold 'model.embed_tokens''s 2097152 bytes"):
-        pretrained.from_pretrained(small[0], dram_budget="1MiB", pm="sim")
+def test_a_budget_below_the_largest_node_times_it_in_pm(small):
+    directory, expected = small
+    budget = 3 << 19  # the embedding (and the LM head it is) is 2 MiB; an MLP projection 1 MiB
+    base = tt.stats()["dram"]["live_bytes"]
+    tt.reset_peaks()
+    with pretrained.from_pretrained(directory, dram_budget=budget, pm="sim", inputs=expected["ids"],
+                                    capture_options={"repeats": 1}) as session:
+        assert torch.equal(generate(session.model, expected["ids"]), expected["tokens"])
+        assert session.policy.metadata["capture"]["timing"]["in_place"] == ("model.embed_tokens",)
+        assert tt.tier_of(session.model.model.embed_tokens.weight) == "pm"
+    assert tt.stats()["dram"]["peak_bytes"] - base <= budget + kv_cache_bytes(SMALL)
+
+
+def test_a_budget_below_the_runs_activations(small):
+    with pytest.raises(ValueError, match=r"a DRAM limit of 4096 bytes cannot hold the run's \d+ bytes of activations"):
+        pretrained.from_pretrained(small[0], dram_budget=4096, pm="sim", capture_options={"repeats": 1})
 
 
 def test_policy_or_budget(small):

@@ -20,7 +20,10 @@ weights stay where they are and each node's all-DRAM time is its own time with
 its own weights copied into DRAM, the nodes timed in groups whose weights fit
 in the limit beside the run's activations. Timing is what makes such a time
 sound on any slow tier; the cost model's prediction would assume the model it
-is meant to inform.
+is meant to inform. A node whose weights alone do not fit is timed with them
+where they are: exact on `sim:` (the arena is DRAM), on real slow memory an
+overstatement by the slow reads; the graph's metadata["timing"]["in_place"]
+lists such nodes.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ class Timing:
     interval: tuple[float, float]  # 95% distribution-free interval of the median (timing.Measurement)
     precision: float  # half the interval's width over the median
     reached: bool  # whether `precision` reached the precision asked for
+    in_place: tuple[str, ...] = ()  # nodes timed with their weights in pm (capture's dram_limit too small)
 
 
 @dataclass
@@ -257,8 +261,9 @@ def _own_times_in_groups(model: torch.nn.Module, run: Callable[[], Any], policy:
     """Each node's own seconds with its weights in DRAM, never holding more than `limit` bytes
     of DRAM: weights stay in their tiers (those in plain memory go to pm), and the nodes whose
     weights are in pm are timed in groups, each group's weights copied into DRAM beside the
-    run's activations (`buffers`, all in DRAM) and the weights already there. A node with no
-    weights in pm takes the median of its times over the groups. No run goes all in DRAM, so
+    run's activations (`buffers`, all in DRAM) and the weights already there. A node whose
+    weights alone exceed that room is timed with them in pm; a node with no weights in pm takes
+    the median of its times over the groups. No run goes all in DRAM, so
     the Timing's median and the first token's time are sums of the nodes' own times; the
     interval is the widest group's, relatively.
     """
@@ -269,12 +274,12 @@ def _own_times_in_groups(model: torch.nn.Module, run: Callable[[], Any], policy:
     sizes = {p: sum(t.untyped_storage().nbytes() for t in owned[p]) for p in policy.nodes}
     activations = peak_live_bytes((b.alloc, b.free, b.size) for b in buffers)
     room = limit - activations - sum(sizes[p] for p in in_dram)
+    if room < 0:
+        raise ValueError(f"a DRAM limit of {limit} bytes cannot hold the run's {activations} bytes of activations "
+                         f"and {limit - activations - room} bytes of weights in DRAM, which capture times in DRAM")
+    in_place = tuple(p for p in policy.nodes if sizes[p] > room and p not in in_dram)
     groups: list[list[str]] = [[]]
-    for path in (p for p in policy.nodes if owned[p] and p not in in_dram):
-        if sizes[path] > room:
-            raise ValueError(f"a DRAM limit of {limit} bytes cannot hold {path!r}'s {sizes[path]} bytes of weights "
-                             f"beside the run's {activations} bytes of activations and "
-                             f"{limit - activations - room} bytes of weights in DRAM, to time it")
+    for path in (p for p in policy.nodes if owned[p] and p not in in_dram and p not in in_place):
         if sum(sizes[p] for p in groups[-1]) + sizes[path] > room:
             groups.append([])
         groups[-1].append(path)
@@ -288,7 +293,8 @@ def _own_times_in_groups(model: torch.nn.Module, run: Callable[[], Any], policy:
     timings = [own.timing for _, own in rounds]
     median, widest = sum(total.values()), max(t.precision for t in timings)
     timing = Timing(sum(t.repeats for t in timings), sum(t.warmup for t in timings), median,
-                    (median * (1 - widest), median * (1 + widest)), widest, all(t.reached for t in timings))
+                    (median * (1 - widest), median * (1 + widest)), widest, all(t.reached for t in timings),
+                    in_place)
     return _OwnTimes(total, decode, median - sum(decode.values()), timing)
 
 

@@ -13,7 +13,8 @@ their tier as enable() moves them.
 
 With `dram_budget` and no policy, every weight is loaded into pm, a graph is
 captured there (capture's `dram_limit`: each node's all-DRAM time is its own
-time with its own weights copied into DRAM, in groups that fit the budget), the
+time with its own weights copied into DRAM, in groups that fit the budget; a
+node too large for that is timed in pm, see torch_tier.graph_capture), the
 cost model's optimum for the budget is found (baselines.optimal), and the
 weights it puts in DRAM move there from pm. On `sim:` with a built-in profile
 the optimum is judged by the very model the emulated tier runs, so its timed
@@ -223,13 +224,6 @@ def loader(model: nn.Module, checkpoint: Checkpoint) -> runtime.Loader:
     return load
 
 
-def _largest_node(model: nn.Module) -> tuple[str, int]:
-    """The module whose own weights are the most bytes, and their bytes."""
-    sizes = {path: sum(t.untyped_storage().nbytes() for t in tensors) for path, tensors in owned_tensors(model).items()}
-    path = max(sizes, key=sizes.get)
-    return path, sizes[path]
-
-
 def _planner_device(spec: tiers.PmSpec, device: str | None) -> str:
     """The device the cost model prices: `device`, else the sim profile, else the default."""
     if device is not None:
@@ -295,14 +289,11 @@ def _budgeted(model: nn.Module, load: runtime.Loader, spec: tiers.PmSpec, budget
     limit = baselines.parse_budget(budget)
     weights = sum(t.untyped_storage().nbytes() for ts in owned_tensors(model).values() for t in ts)
     capture_limit = limit if isinstance(limit, int) else int(limit * weights)  # a share's bytes are at least this
-    node, largest = _largest_node(model)
-    if largest > capture_limit:
-        raise baselines.BudgetError(f"DRAM budget {budget!r} ({capture_limit} bytes) cannot hold {node!r}'s "
-                                    f"{largest} bytes of weights, which capture times in DRAM")
     if inputs is None:
         generator = torch.Generator().manual_seed(0)
         inputs = (torch.randint(0, model.config.vocab_size, (1, PROMPT_TOKENS), generator=generator),)
     runtime.start(Policy.uniform(model, weight="pm"), model, spec, on_full, loader=load).close()
     graph = capture(model, inputs, name=type(model).__name__, dram_limit=capture_limit, **options)
     policy = baselines.optimal(graph, budget, device)
+    policy.metadata["capture"] = graph.metadata  # the inputs and how the nodes were timed
     return runtime.start(policy, model, spec, on_full)
