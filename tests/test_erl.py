@@ -140,6 +140,19 @@ def test_a_run_started_from_the_planners_placement_falls_from_it(case):
     assert _never_rises(search)
 
 
+def test_a_converged_population_still_times_new_placements(case):
+    """Twenty members proposing one placement timed before: each gets a different neighbour never
+    timed, within the budget; with neighbour_tries=0 the repeats stay (free cache hits, nothing new)."""
+    timed = case.space.encode(baselines.optimal(case.graph, case.limit, DEVICE))  # at the budget, as elites are
+    search, _, _ = case.search(evaluations=25, start=timed)
+    fresh = search._untimed([timed.copy() for _ in range(20)])
+    keys = {f.tobytes() for f in fresh}
+    assert len(keys) == 20 and timed.tobytes() not in keys
+    assert all(f not in search.scores and search.budget.fits(f) for f in fresh)
+    search.config = dataclasses.replace(search.config, neighbour_tries=0)
+    assert all(np.array_equal(f, timed) for f in search._untimed([timed.copy() for _ in range(20)]))
+
+
 def test_unseeded_run_learns_beyond_its_random_start(case):
     """From random chromosomes only: better, in truth, than every placement generation 0 timed."""
     search, _, first = case.search(seed_baselines=False)

@@ -72,6 +72,10 @@ class TrainConfig:
     reset_mutation: float = 0.05
     """Chance that a changed item is reset instead: redrawn as a random chromosome's (logits
     N(0, 1), temperature 1), which flips its likelier tier with probability 1/2."""
+    neighbour_tries: int = 5
+    """A proposal timed before (or proposed twice in a generation) gives way to a neighbour: one
+    item moved to the other tier, repaired to the budget; up to this many tries for one never
+    timed. 0: keep the repeat (a free cache hit), as ERL does."""
     temperature_decay: float = 0.95
     """A changed item's temperature x N(temperature_decay, temperature_noise): populations sharpen."""
     temperature_noise: float = 0.1

@@ -47,7 +47,7 @@ from ..graph_capture import capture
 from ..policy import Policy, fingerprint
 from ..cost_model import graph_costs, predict
 from ..placement import HEADS, PlacementSpace
-from ..tiers import parse_pm
+from ..tiers import DRAM, PM, parse_pm
 from . import checkpoint as checkpoints
 from . import racing
 from .budget import Budget
@@ -168,9 +168,10 @@ class Search:
         with _one_thread():
             start = time.perf_counter()
             c = self.config
-            # 1. propose: every member's placement, repaired to the budget
-            placements = [self.budget.repair(p, dram_preference) for p, dram_preference in
-                          self.population.propose(self.rng)]
+            # 1. propose: every member's placement, repaired to the budget; a repeat of one timed
+            #    before (a converged population's) gives way to a neighbour never timed
+            own = [self.budget.repair(p, dram_preference) for p, dram_preference in self.population.propose(self.rng)]
+            placements = self._untimed(own)
             # 2. evaluate what was never scored, keeping one race's runs for after (the budget may
             #    leave some of the last generation unscored: a placement scored too late to race is wasted)
             left = c.evaluations - self.evaluations
@@ -188,11 +189,37 @@ class Search:
             self.final = c.evaluations - self.evaluations <= reserve  # nothing left to propose with
             # 4.-6. learn, evolve, migrate; not after a generation cut short: its unscored members have no rank
             if len(scored) == len(placements):
-                self._next_generation(scored, latencies)
+                ranks = [min(latency, self.scores.score(mine)) if mine in self.scores else latency
+                         for mine, latency in zip(own, latencies)]  # a member is as good as its own proposal
+                self._next_generation(scored, latencies, ranks)
             elapsed = time.perf_counter() - start + (self.history[-1].wall_time if self.history else 0.0)
             self.history.append(Generation(len(self.history), self.champion.latency, statistics.median(latencies),
                                            self.evaluations, elapsed))
             return self.history[-1]
+
+    def _untimed(self, proposals: list[np.ndarray]) -> list[np.ndarray]:
+        """`proposals`, each one scored before (or proposed twice) replaced by a neighbour never
+        scored, within `neighbour_tries` tries: local search around the population's members."""
+        seen: set[bytes] = set()
+        out = []
+        for placement in proposals:
+            for _ in range(self.config.neighbour_tries):
+                if PlacementSpace.key(placement) not in seen and placement not in self.scores:
+                    break
+                placement = self._neighbour(placement)
+            seen.add(PlacementSpace.key(placement))
+            out.append(placement)
+        return out
+
+    def _neighbour(self, placement: np.ndarray) -> np.ndarray:
+        """`placement` with one random item moved to the other tier, repaired to the budget: moving
+        an item into DRAM evicts others, moving one out lets others in (a swap, most often)."""
+        flat = placement.ravel().copy()
+        item = self.rng.choice(np.flatnonzero(self.space.mask.ravel()))
+        flat[item] = DRAM if flat[item] == PM else PM
+        preference = np.where(flat == DRAM, 0.75, 0.25) + self.rng.uniform(0.0, 0.1, flat.shape)  # random tie-breaks
+        preference[item] = 1.0 if flat[item] == DRAM else 0.0  # the moved item stays where it was moved
+        return self.budget.repair(flat.reshape(placement.shape), preference.reshape(placement.shape))
 
     def _race(self, fitness: Fitness, placements: list[np.ndarray]) -> int:
         """Race the placements scored below the incumbent, best first, at most `races` of them and
@@ -218,7 +245,7 @@ class Search:
             ran += 1
         return ran
 
-    def _next_generation(self, placements: list[np.ndarray], latencies: list[float]) -> None:
+    def _next_generation(self, placements: list[np.ndarray], latencies: list[float], ranks: list[float]) -> None:
         """Learn from the generation, evolve the population (or, learner only, sample the learner's
         actor), and migrate in the learner's actor and the model-based member."""
         c = self.config
@@ -227,7 +254,7 @@ class Search:
                 self.replay.add(placement, latency)
             self.learner.update(self.replay, self.reference, self.rng)
         if c.evolution:
-            self.population.evolve(latencies, self.rng)
+            self.population.evolve(ranks, self.rng)
         else:
             self.population.sample_of(self.learner.actor)
         newcomers: list[Genome] = [self.learner.actor] if c.learner else []
