@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import torch_tier as tt
-from torch_tier import _C, pretrained
+from torch_tier import _C, memkind, pretrained
 from torch_tier.graph_capture import capture
 from torch_tier.policy import PolicyError
 
@@ -103,6 +103,36 @@ def test_weights_load_into_their_tiers_with_no_copy_in_dram(small):
         assert model.lm_head.weight is model.model.embed_tokens.weight  # tied: one Parameter, one storage
         assert tt.tier_of(model.lm_head.weight) == "pm"
         assert torch.equal(generate(model, expected["ids"]), expected["tokens"])
+
+
+def test_another_dtype_is_converted_in_its_own_tier(tmp_path):
+    config = {**SMALL, "dtype": "bfloat16"}
+    write_checkpoint(tmp_path, config)
+    from safetensors.torch import load_file
+
+    saved = {k: v for shard in shards(tmp_path) for k, v in load_file(shard).items()}
+    model = pretrained.build(tmp_path, dtype=torch.float32)
+    base = tt.stats()["dram"]["live_bytes"]
+    tt.reset_peaks()
+    with pretrained.from_pretrained(tmp_path, policy=layer_policy(model, "model.norm"), pm="sim",
+                                    dtype=torch.float32) as session:
+        peak = tt.stats()["dram"]["peak_bytes"] - base
+        weight = session.model.model.layers[1].mlp.up_proj.weight
+        assert weight.dtype == torch.float32 and tt.tier_of(weight) == "pm"
+        assert torch.equal(weight, saved["model.layers.1.mlp.up_proj.weight"].float())
+        # the transient: a DRAM weight's bfloat16 read beside its conversion; pm weights' reads sat in pm
+        transient = max(t.numel() * 2 for t in session.model.parameters() if tt.tier_of(t) == "dram")
+        assert dram_bytes(session.model) < peak <= dram_bytes(session.model) + transient + SLACK
+
+
+@pytest.mark.skipif(not memkind.available(), reason="libmemkind0 is not installed")
+def test_loads_into_memkind(small):
+    directory, expected = small
+    with pretrained.from_pretrained(directory, policy=layer_policy(pretrained.build(directory), "model.layers.0"),
+                                    pm="memkind:/dev/shm") as session:
+        assert "memkind pmem in /dev/shm" in _C.pm_description()
+        assert tt.tier_of(session.model.model.layers[1].mlp.up_proj.weight) == "pm"
+        assert torch.equal(generate(session.model, expected["ids"]), expected["tokens"])
 
 
 def test_gpt2_tied_head_stays_one_storage(tmp_path):
