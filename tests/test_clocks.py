@@ -82,3 +82,18 @@ def test_the_job_carries_the_clock_to_workers(cnn):
     assert check_message(body, TO_WORKER)["clock"] == "cpu"
     with pytest.raises(WireError, match="clock"):
         check_message({**body, "clock": "sundial"}, TO_WORKER)
+
+
+def test_the_cli_times_on_the_clock_it_is_given(capsys, tmp_path):
+    from torch_tier.cli import main
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(["profile", "dlrm", "--size", "rows=0.001", "--threads", "2", "--clock", "cpu"]) != 0
+        assert "set_num_threads" in capsys.readouterr().err
+        out = tmp_path / "graph.json"
+        assert main(["profile", "dlrm", "--size", "rows=0.001", "--threads", "1", "--clock", "cpu",
+                     "--capture-repeats", "2", "--out", str(out)]) == 0
+        assert tt.TierGraph.load(out).metadata["timing"]["clock"] == "cpu"
+    finally:
+        torch.set_num_threads(threads)

@@ -49,7 +49,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import baselines, devices
+from . import baselines, clocks, devices
 from .cost_model import OVERLAP, CostModel, GraphCosts, cost_model, graph_costs
 from .graph import Stream, TierGraph
 from .placement import PlacementSpace
@@ -623,9 +623,10 @@ def run(args: argparse.Namespace) -> int:
         return fail("calibrate", err)
     graph = capture_workload(workload, args)
     try:
-        report = calibrate_device(workload.model, workload.inputs, args.pm, args.assume, args.budget, args.probes,
-                                  args.holdout, args.repeats, graph=graph,
-                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
+        with clocks.use(args.clock):
+            report = calibrate_device(workload.model, workload.inputs, args.pm, args.assume, args.budget,
+                                      args.probes, args.holdout, args.repeats, graph=graph,
+                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (ValueError, baselines.BudgetError) as err:
         return fail("calibrate", err)
     print(f"{workload.name} on {args.pm}, assuming {args.assume}, DRAM budget {args.budget}\n")

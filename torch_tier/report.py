@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import baselines, comparison, devices, zoo
+from . import baselines, clocks, comparison, devices, zoo
 from .comparison import MEMORY_MODE, Row
 from .cost_model import predict
 from .graph import TierGraph
@@ -104,8 +104,8 @@ def _tokens(text: str) -> int:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """MODEL, --size, --capture-repeats, --threads and --generate: how every model command builds
-    and runs its workload."""
+    """MODEL, --size, --capture-repeats, --threads, --clock and --generate: how every model command
+    builds, runs and times its workload."""
     parser.add_argument("model", metavar="MODEL",
                         help=f"a zoo model ({', '.join(zoo.names())}), a directory with a transformers "
                              "config.json (random weights), or a dotted path to a function returning "
@@ -116,6 +116,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed forwards when capturing the graph (default 5)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="intra-op threads (default PyTorch's); 1 is steadiest on a shared machine")
+    parser.add_argument("--clock", choices=clocks.CLOCKS, default="wall",
+                        help="what timings read (default wall): cpu, the timing thread's CPU time, stays steady "
+                             "on a machine shared with other jobs (needs --threads 1)")
     parser.add_argument("--generate", type=_tokens, metavar="N",
                         help="a whole greedy generate call of N new tokens instead of one forward (a "
                              "transformers causal LM): captured, placed and timed, with time to first token "
@@ -160,6 +163,7 @@ def build_workload(args: argparse.Namespace) -> zoo.Workload:
     --generate), with --threads applied."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    clocks.check(args.clock)
     workload = zoo.resolve(args.model, **dict(args.size))
     if args.generate:
         check_generates(workload.model)
@@ -172,7 +176,7 @@ def capture_workload(workload: zoo.Workload, args: argparse.Namespace) -> TierGr
     what = f", a generate call of {args.generate} tokens" if args.generate else ""
     _stderr(f"capturing {workload.name} ({workload.description}{what}) ...")
     return capture(workload.model, workload.inputs, name=workload.name, repeats=args.capture_repeats,
-                   generate=args.generate)
+                   generate=args.generate, clock=args.clock)
 
 
 def _costliest(graph: TierGraph, device: str, count: int = 10) -> str:
@@ -228,8 +232,9 @@ def run_baselines(args: argparse.Namespace) -> int:
     full = graph.footprint(graph.policy())["dram"]
     _stderr(f"DRAM budget {args.budget}: {_mib(limit)} of {_mib(full)} MiB; measuring each baseline "
             f"({args.repeats} runs on sim:{args.device}) ...")
-    rows = comparison.compare_locally(workload.model, workload.inputs, graph, args.budget, args.device,
-                                      args.repeats, args.rounds)
+    with clocks.use(args.clock):
+        rows = comparison.compare_locally(workload.model, workload.inputs, graph, args.budget, args.device,
+                                          args.repeats, args.rounds)
     print(f"{workload.name} on {args.device}, DRAM budget {args.budget} ({_mib(limit)} of {_mib(full)} MiB)\n")
     print(table(rows))
     return 0

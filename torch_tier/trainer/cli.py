@@ -11,6 +11,7 @@ from .. import devices
 from .. import comparison
 from ..report import add_model_arguments, build_workload, capture_workload, fail, table
 from . import wire
+from .config import TrainConfig
 from .erl import train
 from .workers import ModelSpec, RemoteWorkers, Worker, load_given_model
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                        evaluations=args.evaluations, population=args.population, seed=args.seed, workers=workers,
                        checkpoint=checkpoint, resume=args.resume is not None,
                        seed_baselines=not args.no_baseline_seeds, graph=graph, compare_rounds=args.rounds,
-                       device=args.assume)
+                       device=args.assume, config=TrainConfig(clock=args.clock))
     except ValueError as err:  # a budget that cannot be read or met, a checkpoint of another model, a bad key file
         return fail("train", err)
     except RuntimeError as err:  # no worker connected, every local worker exited, a task failed on every try
