@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .lifetimes import peak_live_bytes
+import numpy as np
+
 from .policy import Placement, Policy
 from .tiers import TIER_NAMES
 
@@ -136,13 +137,28 @@ class TierGraph:
         """Peak bytes each tier holds under `policy`: its weights plus the peak of its live activations
         (of a split placement, the tier's exact share of the bytes, rounded once at the end)."""
         places = [policy.placement_of(n.path) for n in self.nodes]
+        nodes, deltas = self._changes()
         out = {}
         for tier in TIER_NAMES:
             weights = sum(n.weight_bytes * p.share("weight", tier) for n, p in zip(self.nodes, places))
-            shares = [p.share("activation", tier) for p in places]
-            out[tier] = round(weights + peak_live_bytes((b.alloc, b.free, b.size * shares[b.node])
-                                                        for b in self.buffers if shares[b.node]))
+            shares = np.array([p.share("activation", tier) for p in places] or [0.0])
+            live = np.cumsum(deltas * shares[nodes]) if len(deltas) else np.zeros(1)
+            out[tier] = round(weights + max(0.0, float(live.max())))
         return out
+
+    def _changes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(node, signed bytes) of every buffer's allocation and free in time order, frees before
+        allocations at one event (lifetimes' order): the peak of any placement's live activations
+        is the running sum's. Sorted once per list of buffers (a generate graph has thousands)."""
+        key = (id(self.buffers), len(self.buffers))
+        cached = self.__dict__.get("_changes_cache")
+        if cached is None or cached[0] != key:
+            changes = sorted([(b.alloc, True, b.node, b.size) for b in self.buffers] +
+                             [(b.free, False, b.node, -b.size) for b in self.buffers], key=lambda c: c[:2])
+            nodes = np.array([c[2] for c in changes], dtype=np.int64)
+            cached = (key, (nodes, np.array([c[3] for c in changes], dtype=np.float64)))
+            self.__dict__["_changes_cache"] = cached
+        return cached[1]
 
     @property
     def new_tokens(self) -> int | None:
