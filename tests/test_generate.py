@@ -182,3 +182,16 @@ def test_cli_train_generate(tmp_path, capsys):
                  "--out", str(out)]) == 0
     policy = torch_tier.Policy.load(out)
     assert policy.metadata["generate"] == 3 and "predicted tokens/s" in capsys.readouterr().out
+
+
+def test_trainer_workers_time_whole_generate_calls(one_thread):
+    from torch_tier.placement import PlacementSpace
+    from torch_tier.trainer.fitness import measured
+
+    work, graph = _captured("qwen2")
+    fastest = {}
+    for run, job_graph in (("forward", graph.phase("prefill")), ("generate", graph)):  # the prefill: no generation
+        with measured(work.model, work.inputs, job_graph, "sim:optane-100", workers=1, repeats=1, warmup=0) as judge:
+            fastest[run] = min(judge.compare({"all-dram": PlacementSpace(graph).all_in(0)}, 2)["all-dram"])
+    # a generate call of five tokens is five forwards, the first over the whole prompt
+    assert fastest["generate"] > 2 * fastest["forward"], fastest
