@@ -311,10 +311,11 @@ def test_a_budget_below_the_largest_node_times_it_in_pm(small):
     budget = 3 << 19  # the embedding (and the LM head it is) is 2 MiB; an MLP projection 1 MiB
     base = tt.stats()["dram"]["live_bytes"]
     tt.reset_peaks()
-    with pretrained.from_pretrained(directory, dram_budget=budget, pm="sim", inputs=expected["ids"],
+    with pretrained.from_pretrained(directory, dram_budget=budget, pm="sim:cxl", inputs=expected["ids"],
                                     capture_options={"repeats": 1}) as session:
         assert torch.equal(generate(session.model, expected["ids"]), expected["tokens"])
         assert session.policy.metadata["capture"]["timing"]["in_place"] == ("model.embed_tokens",)
+        assert session.policy.metadata["device"] == "cxl"  # the profile the sim tier runs
         assert tt.tier_of(session.model.model.embed_tokens.weight) == "pm"
     assert tt.stats()["dram"]["peak_bytes"] - base <= budget + kv_cache_bytes(SMALL)
 
@@ -322,6 +323,11 @@ def test_a_budget_below_the_largest_node_times_it_in_pm(small):
 def test_a_budget_below_the_runs_activations(small):
     with pytest.raises(ValueError, match=r"a DRAM limit of 4096 bytes cannot hold the run's \d+ bytes of activations"):
         pretrained.from_pretrained(small[0], dram_budget=4096, pm="sim", capture_options={"repeats": 1})
+
+
+def test_an_unknown_device(small):
+    with pytest.raises(ValueError, match=r"device: 'optane-cached' is not a device profile"):
+        pretrained.from_pretrained(small[0], dram_budget="25%", pm="sim", device="optane-cached")
 
 
 def test_policy_or_budget(small):

@@ -167,7 +167,8 @@ def _read_into(entry: Entry, out: Any) -> None:
 @contextlib.contextmanager
 def _parameters_on_meta() -> Iterator[None]:
     """Modules built in the block register their parameters and persistent buffers on the meta
-    device; non-persistent buffers (computed, never saved) stay real."""
+    device; non-persistent buffers (computed, never saved) stay real. The patch of nn.Module is
+    process-wide while the block runs (as accelerate's init_empty_weights is)."""
     register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
 
     def parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
@@ -225,14 +226,13 @@ def loader(model: nn.Module, checkpoint: Checkpoint) -> runtime.Loader:
 
 
 def _planner_device(spec: tiers.PmSpec, device: str | None) -> str:
-    """The device the cost model prices: `device`, else the sim profile, else the default."""
-    if device is not None:
-        if device not in devices.names():
-            raise ValueError(f"device: unknown profile {device!r} (known: {', '.join(devices.names())})")
-        return device
-    if spec.kind == "sim" and spec.profile in devices.names():
-        return spec.profile
-    return baselines.DEFAULT_DEVICE
+    """The profile the cost model prices: `device`, else the one a `sim:` tier assumes, else the default."""
+    if device is None:
+        return devices.assumed_profile(spec.profile) if spec.kind == "sim" else baselines.DEFAULT_DEVICE
+    if devices.assumed_profile(device) != device:
+        raise ValueError(f"device: {device!r} is not a device profile (known: {', '.join(devices.names())}, "
+                         "or a profile file PATH.json)")
+    return device
 
 
 def from_pretrained(
