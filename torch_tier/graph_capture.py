@@ -86,11 +86,11 @@ def _trace(model: torch.nn.Module, run: Callable[[], Any]) -> tuple[list[tuple],
         call.outputs = sum(t.nbytes for t in input_tensors((output,), {}))
         call.cache = tuple(t.untyped_storage().data_ptr() for t in _cache_tensors(args, kwargs))
 
-    for path, module in model.named_modules():
-        hooks.append(module.register_forward_pre_hook(lambda m, a, k, p=path: pre(m, a, k, p), with_kwargs=True))
-        hooks.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
-    tiers.activate(tiers.parse_pm("sim"), "fallback")
     try:
+        for path, module in model.named_modules():
+            hooks.append(module.register_forward_pre_hook(lambda m, a, k, p=path: pre(m, a, k, p), with_kwargs=True))
+            hooks.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
+        tiers.activate(tiers.parse_pm("sim"), "fallback")
         _C.start_trace()
         with torch.no_grad():
             output = run()
@@ -327,6 +327,9 @@ def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats
     each node is timed with its own weights copied into DRAM (see _own_times_in_groups).
     Without it the timing moves every weight into DRAM.
     """
+    if _C.enabled():
+        raise RuntimeError("torch-tier: capture() cannot run inside a torch-tier session (it traces the model "
+                           "with an allocator of its own); close() the session first")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     if generate is not None:
         check_generates(model)

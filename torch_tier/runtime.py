@@ -1,11 +1,22 @@
 """enable(): run an unchanged model with its tensors in the tiers a policy names.
 
 Weights are moved once, when the session starts. Activations follow forward
-hooks: a module's pre-hook sets the calling thread's tier for new
-allocations, its post-hook restores the previous one, so the innermost placed
-module on the call stack wins. Threads that never run a placed module's
-forward (e.g. intra-op pool threads, which on CPU allocate nothing in the
-models measured) allocate in DRAM.
+hooks: while any module of the model runs, the calling thread allocates in
+that module's activation tier (the policy's placement of it, or of its
+innermost listed ancestor), so the innermost module on the call stack wins,
+whether it was called by its parent or directly (`model[0](x)`), on every
+backend. Outside the model's forwards a thread allocates in DRAM, as do
+threads that never run one (e.g. intra-op pool threads, which on CPU
+allocate nothing in the models measured).
+
+The hooks are PyTorch's global module hooks, so nothing is stored on the
+model: it pickles, saves and deep-copies as it would without torch-tier, and
+a copy runs unplaced. A call that ends by an exception PyTorch does not see
+through (KeyboardInterrupt: its always_call hooks run for Exception only)
+leaves its thread's entries behind; the next hook on that thread drops every
+entry whose call is no longer on the thread's Python stack and restores the
+tier, and close() drops them all. close() waits for the forwards other
+threads are running before it moves weights back and frees the pm tier.
 
 On a simulated tier every node is metered by the emulated tier
 (torch_tier.emulated), which spins out the extra time each call's slow-tier
@@ -14,14 +25,17 @@ traffic costs, so wall-clock time reflects the placement.
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any, Callable
+from types import FrameType
+from typing import Any, Callable, NamedTuple
 
 import torch
 
 from . import _C, arenas, cost_model, devices, tiers
-from .emulated import CallRecorder, Meter, Weights
+from .emulated import CallRecorder, Frame, Meter, Weights
 from .graph import TierGraph
 from .policy import Placement, Policy
 from .tensors import owned_tensors
@@ -32,31 +46,19 @@ Loader = Callable[[torch.Tensor], torch.Tensor]
 
 _active: "Session | None" = None
 _active_lock = threading.RLock()  # close() runs under it when enable() fails
-_local = threading.local()
 
-
-def _push_tier(tier: int, owner: object = None) -> None:
-    stack = _local.__dict__.setdefault("stack", [])
-    stack.append((owner, _C.get_tier()))
-    _C.set_tier(tier)
-
-
-def _pop_tier(owner: object = None) -> None:
-    """Restore the tier saved by `owner`'s push (none if its pre-hook never ran)."""
-    stack = _local.__dict__.get("stack")
-    if stack and stack[-1][0] is owner:
-        _C.set_tier(stack.pop()[1])
+CLOSE_TIMEOUT = 60.0  # seconds close() waits for other threads' forwards by default
 
 
 def _storage_in_tier(storage: torch.UntypedStorage, tier: int | None) -> torch.UntypedStorage:
     """A copy of `storage` allocated in `tier` (index), or by the current CPU allocator (None)."""
+    previous = _C.get_tier()
     if tier is not None:
-        _push_tier(tier)
+        _C.set_tier(tier)
     try:
         copy = torch.empty(storage.nbytes(), dtype=torch.uint8).untyped_storage()  # UntypedStorage(n) bypasses it
     finally:
-        if tier is not None:
-            _pop_tier()
+        _C.set_tier(previous)
     return copy.copy_(storage)
 
 
@@ -83,6 +85,44 @@ def _by_storage(tensors: list[tuple[torch.Tensor, int | None]]) -> dict[int, tup
         key = tensor.untyped_storage()._cdata
         groups.setdefault(key, (tier, []))[1].append(tensor)
     return groups
+
+
+class _Placed(NamedTuple):
+    """A module of the session's model: the tier its calls allocate in; what the meter needs of it."""
+
+    module: torch.nn.Module
+    tier: int
+    path: str
+    weights: Weights | None  # None: not metered
+    leaf: bool
+
+
+class _Call(NamedTuple):
+    """A call of a placed module in progress on a thread."""
+
+    placed: _Placed
+    frame: FrameType  # PyTorch's frame that runs the call's hooks: on the thread's stack while the call runs
+    previous_tier: int
+    meter: Frame | None
+
+
+def _runs_within(frame: FrameType | None, caller: FrameType) -> bool:
+    """Whether `caller` is `frame` or one of its callers, i.e. the call it runs has not ended."""
+    while frame is not None:
+        if frame is caller:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _unwind(calls: list[_Call], frame: FrameType) -> None:
+    """Drop the calls that ended unseen, those `frame` does not run within (an interrupt left
+    them), and restore the tier the outermost of them found."""
+    previous = None
+    while calls and not _runs_within(frame, calls[-1].frame):
+        previous = calls.pop().previous_tier
+    if previous is not None:
+        _C.set_tier(previous)
 
 
 def _load(model: torch.nn.Module, tensors: list[torch.Tensor], tier: int, loader: Loader) -> None:
@@ -126,7 +166,13 @@ class Session:
             device = devices.device_model(pm.profile) or cost_model.cost_model(pm.profile).call_extra
         self._meter = Meter(device, recorder) if device is not None or recorder is not None else None
         self._moved: dict[int, torch.Tensor] = {}  # id -> each parameter and buffer moved out of plain memory
+        self._placed: dict[int, _Placed] = {}  # id(module) -> every module of the model
+        self._threads: dict[int, list[_Call]] = {}  # thread ident -> its calls in progress, outermost first
+        self._local = threading.local()
+        self._planned = bool(arena_plans)
         self._hooks: list[Any] = []
+        self._closing = False  # close() is waiting for other threads' forwards
+        self._wake = threading.Condition()  # forwards held while close() waits are woken when it ends
         self._closed = False
         placements = policy.resolve(model)
         tiers.activate(pm, on_full)
@@ -134,11 +180,10 @@ class Session:
             self._place_weights(placements, loader)
             if arena_plans:
                 arenas.install(arena_plans)
-                self._hooks.append(model.register_forward_pre_hook(lambda _m, _a: _C.begin_planned_pass()))
-            if self._meter is not None:
-                self._hook_nodes(placements)
-            else:
-                self._hook_activations(placements)
+            self._place_modules(placements)
+            self._hooks = [torch.nn.modules.module.register_module_forward_pre_hook(self._enter),
+                           torch.nn.modules.module.register_module_forward_hook(self._exit, with_kwargs=True,
+                                                                                always_call=True)]
         except BaseException:
             self.close()
             raise
@@ -168,44 +213,102 @@ class Session:
             if _C.tier_of(tensors[0]) != tier:
                 _repoint(tensors, _storage_in_tier(tensors[0].untyped_storage(), tier))
 
-    def _hook_activations(self, placements: dict[str, Placement]) -> None:
-        """Hook the root and every module whose activation tier differs from its parent's.
-
-        A module registered under several parents is always hooked, since it
-        may run inside a parent of another tier.
-        """
-        paths_of: dict[int, int] = {}
-        for _, module in self.model.named_modules(remove_duplicate=False):
-            paths_of[id(module)] = paths_of.get(id(module), 0) + 1
-        for path, module in self.model.named_modules():
-            parent = path.rpartition(".")[0] if path else None
-            tier = placements[path].activation
-            if parent is None or paths_of[id(module)] > 1 or placements[parent].activation != tier:
-                self._hook(module, tiers.TIER_NAMES.index(tier))
-
-    def _hook_nodes(self, placements: dict[str, Placement]) -> None:
-        """Meter the root and every node the policy lists (each charged for its own code)."""
-        meter = self._meter
+    def _place_modules(self, placements: dict[str, Placement]) -> None:
+        """Every module of the model allocates in its activation tier while it runs; on a
+        simulated tier the root and every node the policy lists are metered too, each charged
+        for its own code. A module registered under several parents takes its first path's."""
         owned = owned_tensors(self.model)
-        meter.weight_storages = {t.untyped_storage().data_ptr() for ts in owned.values() for t in ts}
+        if self._meter is not None:
+            self._meter.weight_storages = {t.untyped_storage().data_ptr() for ts in owned.values() for t in ts}
         for path, module in self.model.named_modules():
-            if path and path not in self.policy.nodes:
-                continue
-            tier = tiers.TIER_NAMES.index(placements[path].activation)
-            weights = Weights.of(module, owned[path])
+            metered = self._meter is not None and (not path or path in self.policy.nodes)
+            self._placed[id(module)] = _Placed(module, tiers.TIER_NAMES.index(placements[path].activation), path,
+                                               Weights.of(module, owned[path]) if metered else None,
+                                               next(module.children(), None) is None)
 
-            def pre(m, args, kwargs, tier=tier, leaf=next(module.children(), None) is None):
-                meter.enter(m, tier, leaf, args, kwargs)
+    def _calls(self) -> list[_Call]:
+        """The calling thread's calls in progress (registered, so that close() sees them)."""
+        calls = self._local.__dict__.get("calls")
+        if calls is None:
+            calls = self._local.calls = []
+            self._threads[threading.get_ident()] = calls
+        return calls
 
-            def post(m, args, kwargs, _out, path=path, weights=weights):
-                meter.exit(path, m, weights, args, kwargs)
+    def _enter(self, module: torch.nn.Module, _args: tuple) -> None:
+        """Global pre-hook: a module of the model starts; its thread allocates in its tier."""
+        placed = self._placed.get(id(module))
+        if placed is None or placed.module is not module:
+            return
+        frame = sys._getframe(1)
+        calls = self._calls()
+        if calls and not _runs_within(frame, calls[-1].frame):
+            _unwind(calls, frame)
+        call = _Call(placed, frame, _C.get_tier() if calls else tiers.DRAM, None)
+        calls.append(call)
+        if len(calls) == 1:
+            while self._closing:  # close() waits for the forwards it has seen: this one waits for close()
+                calls.pop()
+                with self._wake:
+                    self._wake.wait_for(lambda: not self._closing)
+                calls.append(call)
+            if self._closed:  # (its hooks were removed as PyTorch was about to call them)
+                calls.pop()
+                return  # it runs unplaced, on weights back in plain memory
+            if self._planned and module is self.model:
+                _C.begin_planned_pass()
+        if placed.weights is not None:
+            calls[-1] = call._replace(meter=self._meter.enter(fresh=not any(c.meter for c in calls)))
+        _C.set_tier(placed.tier)
 
-            self._hooks.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-            self._hooks.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
+    def _exit(self, module: torch.nn.Module, args: tuple, *rest: Any) -> None:
+        """Global post-hook, also run when the call raised an Exception: restore the tier its
+        pre-hook found, and meter the call.
 
-    def _hook(self, module: torch.nn.Module, tier: int) -> None:
-        self._hooks.append(module.register_forward_pre_hook(lambda m, _a: _push_tier(tier, m)))
-        self._hooks.append(module.register_forward_hook(lambda m, _a, _o: _pop_tier(m), always_call=True))
+        `rest` is (kwargs, output), or (output,) when PyTorch runs it for a call that raised,
+        from its outer frame, the one that called the pre-hook's.
+        """
+        placed = self._placed.get(id(module))
+        calls = self._local.__dict__.get("calls")
+        if placed is None or placed.module is not module or not calls:
+            return
+        frame = sys._getframe(1)
+        if not any(c.frame is frame or c.frame.f_back is frame for c in calls):
+            return  # its pre-hook did not place it (the call began before the session or as it closed)
+        while calls[-1].frame is not frame and calls[-1].frame.f_back is not frame:
+            calls.pop()  # calls within it that ended unseen (an interrupt it caught)
+        kwargs = rest[0] if len(rest) == 2 else {}
+        call = calls.pop()
+        _C.set_tier(call.previous_tier)
+        if call.meter is not None:
+            parent = next((c.meter for c in reversed(calls) if c.meter is not None), None)
+            self._meter.exit(call.meter, parent, placed.path, module, placed.weights, placed.leaf, args, kwargs)
+
+    def _threads_in_forward(self) -> int:
+        """Other threads inside a call of the model now (those whose calls ended unseen not counted)."""
+        frames = sys._current_frames()
+        me = threading.get_ident()
+        busy = 0
+        for ident, calls in list(self._threads.items()):
+            outermost = calls[:1]
+            if ident != me and outermost and _runs_within(frames.get(ident), outermost[0].frame):
+                busy += 1
+        return busy
+
+    def _wait_for_forwards(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 1e-4
+        while busy := self._threads_in_forward():
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"torch-tier: close() waited {timeout:g} s for {busy} other thread(s) still running a forward "
+                    f"of {self.policy.model_name!r}; the session stays open: close() again once they finish")
+            time.sleep(delay)
+            delay = min(2 * delay, 0.01)
+
+    def _resume_forwards(self) -> None:
+        with self._wake:
+            self._closing = False
+            self._wake.notify_all()
 
     @property
     def closed(self) -> bool:
@@ -215,21 +318,33 @@ class Session:
         """Per-tier allocator statistics (see torch_tier.stats)."""
         return tiers.stats()
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Remove the hooks, restore PyTorch's allocator and move the weights that came from plain
-        memory back there; weights in tier memory before the session (from_pretrained's) stay there."""
+        memory back there; weights in tier memory before the session (from_pretrained's) stay there.
+
+        Forwards of the model other threads are running are waited for first, at most `timeout`
+        seconds (then RuntimeError, the session still open), so that no kernel reads memory
+        freed under it; forwards starting meanwhile wait for close() and then run unplaced.
+        """
         global _active
         if self._closed:
             return
-        self._closed = True
-        for handle in self._hooks:
-            handle.remove()
-        tiers.deactivate()
-        _C.set_tier(tiers.DRAM)
-        for _, tensors in _by_storage([(t, None) for t in self._moved.values()]).values():
-            if _C.tier_of(tensors[0]) >= 0:  # each storage once, back to ordinary memory
-                _repoint(tensors, _storage_in_tier(tensors[0].untyped_storage(), None))
-        self._moved.clear()
+        self._closing = True
+        try:
+            self._wait_for_forwards(timeout)
+            self._closed = True
+            for handle in self._hooks:
+                handle.remove()
+            for calls in list(self._threads.values()):
+                calls.clear()
+            tiers.deactivate()
+            _C.set_tier(tiers.DRAM)
+            for _, tensors in _by_storage([(t, None) for t in self._moved.values()]).values():
+                if _C.tier_of(tensors[0]) >= 0:  # each storage once, back to ordinary memory
+                    _repoint(tensors, _storage_in_tier(tensors[0].untyped_storage(), None))
+            self._moved.clear()
+        finally:
+            self._resume_forwards()
         with _active_lock:
             if _active is self:
                 _active = None
