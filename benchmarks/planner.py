@@ -111,14 +111,14 @@ def challenging_rows(data: Path, repeats: int, time_limit: float) -> list[Row]:
 
 def trace_rows(repeats: int, time_limit: float) -> list[Row]:
     """Minimise the arena of each captured model's activation buffers."""
-    from torch_tier import arenas, zoo  # torch: only the traces need it
+    from torch_tier import _C, arenas, tiers, zoo  # torch: only the traces need it
     from torch_tier.graph_capture import capture
 
     rows = []
     for name, size in (("bert-base", {"seq_len": 128}), ("wide_resnet101_2", {})):
         work = zoo.build(name, **size)
         graph = capture(work.model, work.inputs, repeats=1)
-        buffers = arenas.planner_buffers(graph.buffers)
+        buffers = arenas.planner_buffers(graph.buffers, _C.tier_alignment(tiers.DRAM))
         rows.append(bench(f"{name} trace", buffers, repeats=repeats, time_limit=time_limit))
         print(f"  {name}: {len(buffers)} buffers planned", file=sys.stderr, flush=True)
     return rows

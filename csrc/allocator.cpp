@@ -362,7 +362,7 @@ void TieringAllocator::plan(Tier tier, std::vector<size_t> sizes, std::vector<si
   const uint8_t old = tier_slot_[tier].load(std::memory_order_seq_cst);
   TORCH_CHECK(old != kNoSlot, "torch-tier: tier ", tier_name(tier), " has no backend to plan in");
   Backend* inner = slots_[old].backend.load(std::memory_order_acquire);
-  auto* planned = new PlannedBackend(inner, std::move(sizes), std::move(offsets), arena_bytes);
+  auto* planned = new PlannedBackend(inner, std::move(sizes), std::move(offsets), arena_bytes, tier_alignment(tier));
   const uint8_t slot = occupy_slot(planned);
   planned_[tier] = planned;
   tier_slot_[tier].store(slot, std::memory_order_seq_cst);

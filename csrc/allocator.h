@@ -28,6 +28,8 @@ namespace torch_tier {
 
 enum Tier : uint8_t { kDram = 0, kPm = 1 };
 constexpr int kNumTiers = 2;
+// The alignment of the tier's blocks, planned ones included.
+constexpr size_t tier_alignment(Tier tier) { return tier == kPm ? kPmAlignment : kAlignment; }
 
 struct TierStats {
   int64_t live_bytes;  // bytes the tier's live blocks occupy (Backend::block_bytes)

@@ -171,7 +171,10 @@ void bind_allocator(py::module_& m) {
   m.def("plan", [](int tier, std::vector<size_t> sizes, std::vector<size_t> offsets, size_t arena_bytes) {
     TieringAllocator::instance().plan(to_tier(tier), std::move(sizes), std::move(offsets), arena_bytes);
   }, py::arg("tier"), py::arg("sizes"), py::arg("offsets"), py::arg("arena_bytes"),
-     "Serve the tier's forward-pass allocations from a planned arena (sizes as the backend sees them).");
+     "Serve the tier's forward-pass allocations from a planned arena (sizes as the backend sees them, "
+     "offsets multiples of tier_alignment(tier)).");
+  m.def("tier_alignment", [](int tier) { return tier_alignment(to_tier(tier)); },
+        "The alignment of the tier's blocks: 64 bytes in DRAM, 256 (Optane's line) in pm.");
   m.def("begin_planned_pass", [] { TieringAllocator::instance().begin_planned_pass(); });
   m.def("planned_stats", [](int tier) {
     const PlannedStats s = TieringAllocator::instance().planned_stats(to_tier(tier));
@@ -255,7 +258,7 @@ void bind_allocator(py::module_& m) {
     for (int64_t i = 0; i < live; ++i) sizes.push_back(cell), offsets.push_back(i * cell);          // freed
     const size_t first_timed = sizes.size();
     for (int64_t i = 0; i < iterations; ++i) sizes.push_back(span), offsets.push_back(0);
-    PlannedBackend planned(&DramBackend::instance(), sizes, offsets, 2 * span);
+    PlannedBackend planned(&DramBackend::instance(), sizes, offsets, 2 * span, kAlignment);
     py::gil_scoped_release no_gil;
     planned.begin();
     std::vector<void*> held;

@@ -52,14 +52,15 @@ int64_t RankSet::prev(int64_t i) const noexcept {
 }
 
 PlannedBackend::PlannedBackend(Backend* inner, std::vector<size_t> sizes, std::vector<size_t> offsets,
-                               size_t arena_bytes)
-    : inner_(inner), arena_bytes_(arena_bytes), sizes_(std::move(sizes)), offsets_(std::move(offsets)),
-      live_ranks_(0) {
+                               size_t arena_bytes, size_t alignment)
+    : inner_(inner), arena_bytes_(arena_bytes), alignment_(alignment), sizes_(std::move(sizes)),
+      offsets_(std::move(offsets)), live_ranks_(0) {
   if (sizes_.size() != offsets_.size()) throw std::invalid_argument("plan: one offset per size");
   for (size_t i = 0; i < sizes_.size(); ++i) {
-    if (offsets_[i] % kAlignment || sizes_[i] == 0 || offsets_[i] + sizes_[i] > arena_bytes_)
+    if (offsets_[i] % alignment_ || sizes_[i] == 0 || offsets_[i] + sizes_[i] > arena_bytes_)
       throw std::invalid_argument("plan: slot " + std::to_string(i) + " (offset " + std::to_string(offsets_[i]) +
-                                  ", " + std::to_string(sizes_[i]) + " bytes) is empty, unaligned or past the arena");
+                                  ", " + std::to_string(sizes_[i]) + " bytes) is empty, not a multiple of " +
+                                  std::to_string(alignment_) + " bytes or past the arena");
   }
   distinct_offsets_ = offsets_;
   std::sort(distinct_offsets_.begin(), distinct_offsets_.end());
@@ -86,7 +87,7 @@ bool PlannedBackend::in_region(const void* ptr) const {
 }
 
 size_t PlannedBackend::block_bytes(const void* ptr, size_t bytes) const noexcept {
-  return in_region(ptr) ? round_up(bytes, kAlignment) : inner_->block_bytes(ptr, bytes);
+  return in_region(ptr) ? round_up(bytes, alignment_) : inner_->block_bytes(ptr, bytes);
 }
 
 size_t PlannedBackend::offset_rank(size_t offset) const {

@@ -44,10 +44,13 @@ class PlannedBackend final : public Backend {
  public:
   // `sizes` and `offsets`: the plan, one entry per allocation in forward
   // order (sizes as this backend is asked for them); `arena_bytes` its peak.
-  // Holds a reference to `inner` while it lives. Throws std::bad_alloc if the
-  // region cannot be reserved, std::invalid_argument for an inconsistent plan.
+  // Every offset is a multiple of `alignment`, the inner backend's own
+  // (kPmAlignment for a slow tier), and a planned block counts as its size
+  // rounded up to it. Holds a reference to `inner` while it lives. Throws
+  // std::bad_alloc if the region cannot be reserved, std::invalid_argument
+  // for an inconsistent plan.
   PlannedBackend(Backend* inner, std::vector<size_t> sizes, std::vector<size_t> offsets,
-                 size_t arena_bytes);
+                 size_t arena_bytes, size_t alignment);
   ~PlannedBackend() override;
   PlannedBackend(const PlannedBackend&) = delete;
   PlannedBackend& operator=(const PlannedBackend&) = delete;
@@ -68,7 +71,7 @@ class PlannedBackend final : public Backend {
 
   Backend* inner_;
   char* region_;
-  size_t arena_bytes_;
+  size_t arena_bytes_, alignment_;
   std::vector<size_t> sizes_, offsets_;
   std::vector<size_t> distinct_offsets_;  // sorted
   std::vector<int64_t> live_at_;          // per distinct offset: the live slot, or -1

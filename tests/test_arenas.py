@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import torch_tier as tt
-from torch_tier import _C, arenas
+from torch_tier import _C, arenas, tiers
 
 
 def output(model, x):
@@ -74,3 +74,33 @@ def test_planned_arena_is_smaller_than_first_fit_extent(bert):
         dynamic = _C.pm_layout()["high_water"]
     planned = arenas.plan_arenas(graph, policy)["pm"]
     assert planned.lower_bound <= planned.arena_bytes <= dynamic
+
+
+def test_planned_pm_blocks_are_on_pm_lines(bert):
+    """Planned pm slots start on 256-byte boundaries (Optane's line), as every other pm block does."""
+    model, x = bert
+    ref = output(model, x)
+    graph = tt.capture(model, x, repeats=1)
+    policy = graph.policy([tt.Placement("dram", "pm")] * len(graph.nodes))
+    line = _C.tier_alignment(tiers.PM)
+    assert line == 256 and _C.tier_alignment(tiers.DRAM) == 64
+    assert any(b.size % line for b in graph.buffers)  # the sizes alone would not keep slots on lines
+    plan = arenas.plan_arenas(graph, policy)["pm"]
+    assert plan.offsets and all(offset % line == 0 for offset in plan.offsets)
+    with tt.enable(policy, model, pm="sim", arena="planned", graph=graph):
+        output(model, x)
+        _C.start_trace()  # the second forward follows the plan from its start
+        out = output(model, x)
+        events = _C.stop_trace()
+        planned = arenas.stats()["pm"]["planned"]
+    assert torch.equal(out, ref)
+    assert planned > len(graph.buffers)
+    pm_addresses = [address for _, _, address, _, tier, is_free in events if tier == tiers.PM and not is_free]
+    assert pm_addresses and [a for a in pm_addresses if a % line] == []
+
+
+def test_a_pm_plan_off_the_line_is_refused(cnn):
+    model, _ = cnn
+    with tt.enable(tt.Policy.uniform(model), model, pm="sim"):
+        with pytest.raises(ValueError, match="offset 64, 100 bytes.*not a multiple of 256"):
+            _C.plan(tiers.PM, [100, 100], [0, 64], 512)

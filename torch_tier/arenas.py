@@ -19,9 +19,6 @@ from .graph import Buffer, TierGraph
 from .policy import Policy
 
 
-ALIGNMENT = 64
-
-
 @dataclass(frozen=True)
 class ArenaPlan:
     """One tier's arena: an offset per forward allocation, in allocation order."""
@@ -35,21 +32,29 @@ class ArenaPlan:
     seconds: float
 
 
-def planner_buffers(buffers: "list[Buffer]", overhead: int = 0) -> list[planner.Buffer]:
-    """Graph buffers as the planner's problem: each `overhead` bytes larger, rounded up to ALIGNMENT."""
-    return [planner.Buffer(i, b.alloc, b.free, -(-(b.size + overhead) // ALIGNMENT) * ALIGNMENT, ALIGNMENT)
+def planner_buffers(buffers: "list[Buffer]", alignment: int, overhead: int = 0) -> list[planner.Buffer]:
+    """Graph buffers as the planner's problem: each `overhead` bytes larger, rounded up to `alignment`.
+
+    Sizes and offsets both in whole multiples of `alignment`, so every slot starts on it.
+    """
+    return [planner.Buffer(i, b.alloc, b.free, -(-(b.size + overhead) // alignment) * alignment, alignment)
             for i, b in enumerate(buffers)]
 
 
 def plan_arenas(graph: TierGraph, policy: Policy, time_limit: float = 10.0) -> dict[str, ArenaPlan]:
-    """Plan each tier's activation buffers of `graph` under `policy` into one arena per tier."""
+    """Plan each tier's activation buffers of `graph` under `policy` into one arena per tier.
+
+    Slots are aligned as the tier's blocks are (_C.tier_alignment: 64 bytes in DRAM, 256 in pm,
+    Optane's line), and the allocator refuses a plan that is not.
+    """
     header = _C.block_overhead()
     act_tier = [policy.placement_of(node.path).activation for node in graph.nodes]
     plans = {}
     for tier in tiers.TIER_NAMES:
         mine = [b for b in sorted(graph.buffers, key=lambda b: b.alloc) if act_tier[b.node] == tier]
         requests = tuple(b.size + header for b in mine)
-        plan = planner.solve(planner_buffers(mine, header), time_limit=time_limit)
+        alignment = _C.tier_alignment(tiers.TIER_NAMES.index(tier))
+        plan = planner.solve(planner_buffers(mine, alignment, header), time_limit=time_limit)
         plans[tier] = ArenaPlan(tier, requests, plan.offsets, plan.peak, plan.lower_bound, plan.optimal,
                                 plan.stats.seconds)
     return plans
