@@ -282,3 +282,70 @@ def test_a_placed_model_pickles_saves_and_copies_without_the_session(pm):
     for other in (loaded, saved, copied):
         assert not any(m._forward_pre_hooks or m._forward_hooks for m in other.modules())
         pickle.dumps(other)
+
+
+# --- training checkpoints -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory):
+    """A real checkpoint: a short training run of a small model, as `torch-tier train` writes it."""
+    from torch_tier.trainer import train
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    x = torch.randn(4, 32)
+    graph = tt.capture(model, x, repeats=1, max_repeats=1)
+    path = tmp_path_factory.mktemp("ckpt") / "run.ckpt"
+    train(model, (x,), evaluations=20, population=10, progress=False, graph=graph, checkpoint=path)
+    return model, x, path
+
+
+def _one_line_naming(err: pytest.ExceptionInfo, path) -> bool:
+    return str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_every_damaged_checkpoint_is_refused_in_one_line_naming_the_file(checkpoint_file, tmp_path):
+    """Before: 59 of 100 bit-flipped checkpoints loaded with changed contents; others raised tracebacks."""
+    from torch_tier.trainer import checkpoint as checkpoints
+
+    _, _, path = checkpoint_file
+    data = path.read_bytes()
+    assert checkpoints.load(path)["search"]  # the file itself loads
+    damaged = tmp_path / "damaged.ckpt"
+    positions = sorted(set(range(0, 200)) | set(range(0, len(data), max(1, len(data) // 300))))
+    for position in positions:
+        flipped = bytearray(data)
+        flipped[position] ^= 1 << (position % 8)
+        damaged.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError) as err:
+            checkpoints.load(damaged)
+        assert _one_line_naming(err, damaged), (position, str(err.value))
+    for length in sorted(set(range(0, 120)) | set(range(0, len(data), max(1, len(data) // 100)))):
+        damaged.write_bytes(data[:length])
+        with pytest.raises(ValueError) as err:
+            checkpoints.load(damaged)
+        assert _one_line_naming(err, damaged), (length, str(err.value))
+    for other in (b"", b"\x00" * 64, b"not a checkpoint\n", data + b"x",
+                  data.replace(f"version {checkpoints.VERSION}".encode(), b"version 2", 1)):
+        damaged.write_bytes(other)
+        with pytest.raises(ValueError) as err:
+            checkpoints.load(damaged)
+        assert _one_line_naming(err, damaged), str(err.value)
+    with pytest.raises(ValueError, match="version 2; this torch-tier reads version"):
+        checkpoints.load(damaged)
+    with pytest.raises(ValueError) as err:
+        checkpoints.load(tmp_path / "missing.ckpt")
+    assert _one_line_naming(err, tmp_path / "missing.ckpt")
+
+
+def test_resuming_a_damaged_checkpoint_fails_naming_it(checkpoint_file, tmp_path):
+    from torch_tier.trainer import train
+
+    model, x, path = checkpoint_file
+    damaged = tmp_path / "damaged.ckpt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"^{damaged}: damaged checkpoint"):
+        train(model, (x,), evaluations=20, population=10, progress=False, checkpoint=damaged, resume=True)
