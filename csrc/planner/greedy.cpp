@@ -34,11 +34,15 @@ Offset fit_offset(const Buffer& b, const std::vector<Range>& taken, Fit fit) {
   return best >= 0 ? best : align_up(cursor, b.alignment);
 }
 
+// Offsets for the buffers placed in `order`; empty if `deadline` passes first.
 std::vector<Offset> place_in_order(const std::vector<Buffer>& buffers, const Sweep& sweep,
-                                   const std::vector<int>& order, Fit fit) {
+                                   const std::vector<int>& order, Fit fit, Clock::time_point deadline) {
+  constexpr size_t kClockEvery = 256;  // buffers placed between looks at the clock
   std::vector<Offset> offsets(buffers.size(), -1);
   std::vector<Range> taken;
-  for (const int b : order) {
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i % kClockEvery == 0 && Clock::now() >= deadline) return {};
+    const int b = order[i];
     taken.clear();
     for (const int other : sweep.overlaps[b]) {
       if (offsets[other] < 0) continue;
@@ -64,7 +68,19 @@ std::vector<std::pair<std::string, Before>> orders() {
 
 }  // namespace
 
-GreedyPlan best_greedy(const std::vector<Buffer>& buffers, const Sweep& sweep) {
+// Every buffer above the one before it, aligned: a valid plan in linear time.
+GreedyPlan stacked(const std::vector<Buffer>& buffers) {
+  GreedyPlan plan;
+  plan.offsets.reserve(buffers.size());
+  for (const Buffer& b : buffers) {
+    plan.offsets.push_back(align_up(plan.peak, b.alignment));
+    plan.peak = plan.offsets.back() + b.size;
+  }
+  plan.strategy = "stacked (the time limit ran out before a greedy plan)";
+  return plan;
+}
+
+GreedyPlan best_greedy(const std::vector<Buffer>& buffers, const Sweep& sweep, Clock::time_point deadline) {
   GreedyPlan best;
   best.peak = std::numeric_limits<Offset>::max();
   for (const auto& [name, before] : orders()) {
@@ -74,7 +90,8 @@ GreedyPlan best_greedy(const std::vector<Buffer>& buffers, const Sweep& sweep) {
       return before(buffers[a], buffers[b]);
     });
     for (const Fit fit : {Fit::kFirst, Fit::kBest}) {
-      std::vector<Offset> offsets = place_in_order(buffers, sweep, order, fit);
+      std::vector<Offset> offsets = place_in_order(buffers, sweep, order, fit, deadline);
+      if (offsets.size() != buffers.size()) return best.offsets.size() == buffers.size() ? best : stacked(buffers);
       const Offset peak = peak_of(buffers, offsets);
       if (peak < best.peak) {
         best.offsets = std::move(offsets);

@@ -18,7 +18,13 @@ struct GreedyPlan {
 };
 
 // The lowest-peak plan of eight strategies: first fit or best fit, buffers
-// taken by size, area, start time or lifetime length.
-GreedyPlan best_greedy(const std::vector<Buffer>& buffers, const Sweep& sweep);
+// taken by size, area, start time or lifetime length, as many of them as
+// finish by `deadline`. If none does, every buffer stacked above the last
+// (stacked).
+// Every buffer above the one before it: a valid plan in linear time (peak: the sizes' sum).
+GreedyPlan stacked(const std::vector<Buffer>& buffers);
+
+GreedyPlan best_greedy(const std::vector<Buffer>& buffers, const Sweep& sweep,
+                       Clock::time_point deadline = Clock::time_point::max());
 
 }  // namespace torch_tier::planner

@@ -2,11 +2,14 @@
 // checks that an input is well formed and that a placement is valid.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace torch_tier::planner {
+
+using Clock = std::chrono::steady_clock;  // the solver's deadlines
 
 using Offset = int64_t;
 using TimeValue = int64_t;

@@ -15,8 +15,6 @@
 
 namespace torch_tier::planner {
 
-using Clock = std::chrono::steady_clock;
-
 enum class Outcome {
   kFound,       // a placement below the capacity exists (and was returned)
   kInfeasible,  // proven: none exists

@@ -63,14 +63,18 @@ struct Start {
   SolveResult result;
 };
 
-Start start(const std::vector<Buffer>& buffers) {
+// Sweep and greedy stop at the deadline: then the plan is the greedy plans
+// finished by then, or the buffers stacked, and there is no search.
+Start start(const std::vector<Buffer>& buffers, double time_limit_s) {
   Start s;
-  s.sweep = sweep(buffers);
-  s.greedy = best_greedy(buffers, s.sweep);
-  s.result.stats.lower_bound = lower_bound(buffers, s.sweep);
+  const Clock::time_point deadline = deadline_after(s.time, time_limit_s);
+  s.sweep = sweep(buffers, deadline);
+  s.greedy = s.sweep.complete ? best_greedy(buffers, s.sweep, deadline) : stacked(buffers);
+  s.result.stats.lower_bound = lower_bound(buffers);
   s.result.stats.greedy_peak = s.greedy.peak;
   s.result.stats.greedy_strategy = s.greedy.strategy;
-  s.result.stats.search_skipped = buffers.size() > kMaxSearchBuffers;
+  s.result.stats.search_skipped = buffers.size() > kMaxSearchBuffers || !s.sweep.complete;
+  s.result.stats.timed_out = !s.sweep.complete;
   return s;
 }
 
@@ -88,7 +92,7 @@ SolveResult finish(Start& s, const std::vector<Buffer>& buffers, Offset capacity
 }
 
 SolveResult fit_scaled(const std::vector<Buffer>& buffers, Offset capacity, double time_limit_s) {
-  Start s = start(buffers);
+  Start s = start(buffers, time_limit_s);
   SolveResult& r = s.result;
   if (capacity < r.stats.lower_bound) {
     r.infeasible = true;
@@ -107,7 +111,7 @@ SolveResult fit_scaled(const std::vector<Buffer>& buffers, Offset capacity, doub
 }
 
 SolveResult minimize_scaled(const std::vector<Buffer>& buffers, double time_limit_s) {
-  Start s = start(buffers);
+  Start s = start(buffers, time_limit_s);
   SolveResult& r = s.result;
   const Clock::time_point deadline = deadline_after(s.time, time_limit_s);
   r.found = true;

@@ -52,7 +52,8 @@ class LiveSet {
 
 }  // namespace
 
-Sweep sweep(const std::vector<Buffer>& buffers) {
+Sweep sweep(const std::vector<Buffer>& buffers, Clock::time_point deadline) {
+  constexpr size_t kClockEvery = 256;  // events between looks at the clock
   const size_t n = buffers.size();
   Sweep result;
   result.first_section.assign(n, 0);
@@ -60,7 +61,13 @@ Sweep sweep(const std::vector<Buffer>& buffers) {
   result.overlaps.resize(n);
   LiveSet live(n);
   bool section_open = false;  // a buffer started since the last section was cut
-  for (const Event& e : events_of(buffers)) {
+  const std::vector<Event> events = events_of(buffers);
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i % kClockEvery == 0 && Clock::now() >= deadline) {
+      result.complete = false;
+      return result;
+    }
+    const Event& e = events[i];
     const int b = e.buffer;
     const int num_sections = static_cast<int>(result.sections.size());
     if (e.is_start) {
@@ -102,12 +109,12 @@ std::vector<int> Sweep::cuts() const {
   return cuts;
 }
 
-Offset lower_bound(const std::vector<Buffer>& buffers, const Sweep& sweep) {
+Offset lower_bound(const std::vector<Buffer>& buffers) {
+  Offset live = 0;
   Offset bound = 0;
-  for (const std::vector<int>& section : sweep.sections) {
-    Offset total = 0;
-    for (const int b : section) total += buffers[b].size;
-    bound = std::max(bound, total);
+  for (const Event& e : events_of(buffers)) {
+    live += e.is_start ? buffers[e.buffer].size : -buffers[e.buffer].size;
+    bound = std::max(bound, live);
   }
   return bound;
 }

@@ -28,13 +28,17 @@ struct Sweep {
   // Groups of buffers with no moment in common with any other group.
   std::vector<Partition> partitions;
 
+  // False if the deadline passed before the sweep ended: the fields above are partial.
+  bool complete = true;
+
   // cuts[s]: how many buffers live in both section s and section s + 1.
   std::vector<int> cuts() const;
 };
 
-Sweep sweep(const std::vector<Buffer>& buffers);
+// Its work grows with the pairs of buffers live together, which can be most pairs.
+Sweep sweep(const std::vector<Buffer>& buffers, Clock::time_point deadline = Clock::time_point::max());
 
 // The largest sum of sizes live at one moment: no placement can peak lower.
-Offset lower_bound(const std::vector<Buffer>& buffers, const Sweep& sweep);
+Offset lower_bound(const std::vector<Buffer>& buffers);
 
 }  // namespace torch_tier::planner
