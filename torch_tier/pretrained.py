@@ -257,7 +257,8 @@ def from_pretrained(
         or '25%' of the all-DRAM footprint): the cost model's optimum on `device` (default
         the sim profile of `pm`, else optane-100) for a graph captured on `inputs`
         (default: a prompt of PROMPT_TOKENS random token ids) with the weights in pm;
-        capture_options go to torch_tier.capture (repeats, precision, max_repeats).
+        capture_options go to torch_tier.capture (generate=N for a decode-aware placement
+        on a graph of a whole generate call; repeats, precision, max_repeats, clock).
     pm, on_full, pm_capacity: as for torch_tier.enable.
     kwargs: passed to transformers' from_config (e.g. dtype, attn_implementation).
 
