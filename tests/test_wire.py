@@ -516,8 +516,9 @@ def test_fuzz_the_trainer_never_raises_and_logs_every_rejection(fuzz_pool, body,
     pool, handler = fuzz_pool
     tag = wire.hmac.new(SECRET if tagged else b"x" * 32, direction + body, wire.hashlib.sha256).digest()
     handler.records.clear()
+    suppressed = pool.rejections.suppressed
     acted = pool.receive(b"\x00fuzz", [body, tag])
-    assert acted or any(r.levelno >= logging.WARNING for r in handler.records)
+    assert acted or any(r.levelno >= logging.WARNING for r in handler.records) or pool.rejections.suppressed > suppressed
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -526,8 +527,9 @@ def test_fuzz_the_worker_never_raises_and_logs_every_rejection(fuzz_worker, body
     worker, handler = fuzz_worker
     tag = wire.hmac.new(SECRET if tagged else b"x" * 32, direction + body, wire.hashlib.sha256).digest()
     handler.records.clear()
+    suppressed = worker.rejections.suppressed
     acted = worker.receive([body, tag])
-    assert acted or any(r.levelno >= logging.WARNING for r in handler.records)
+    assert acted or any(r.levelno >= logging.WARNING for r in handler.records) or worker.rejections.suppressed > suppressed
 
 
 class _Records(logging.Handler):
@@ -564,6 +566,21 @@ def fuzz_worker(tiny, records):
     worker.session, worker.job, worker.model = "7" * 32, _job(model, inputs).body("8" * 32, "7" * 32), model
     yield worker, records
     worker.close()
+
+
+def test_a_flood_of_rejected_messages_logs_a_burst_then_a_count(tiny, caplog):
+    """Before: every rejected message was one warning, so a peer could fill the log."""
+    model, inputs = tiny
+    with WorkerPool(_job(model, inputs), secret=SECRET) as pool, caplog.at_level(logging.WARNING):
+        pool.rejections.window = 0.5
+        for _ in range(1000):
+            assert not pool.receive(b"\x00flood", [b"{}", b"x" * 32])
+        assert caplog.text.count("rejected a message from peer") == pool.rejections.burst
+        assert pool.rejections.suppressed == 1000 - pool.rejections.burst
+        time.sleep(0.6)
+        assert not pool.receive(b"\x00flood", [b"{}", b"x" * 32])
+        assert f"{1000 - pool.rejections.burst} more rejected messages in" in caplog.text
+        assert caplog.text.count("rejected a message from peer") == pool.rejections.burst + 1
 
 
 def test_check_message_names_the_field_and_the_reason():

@@ -16,7 +16,8 @@ Parsing is bounded before it starts: the socket drops frames over its
 MAXMSGSIZE, `receive` keeps at most a few frames of a message, and `parse`
 measures the nesting depth with a linear scan (no recursion), then lets
 json read only integers of at most MAX_INT_DIGITS digits and finite floats.
-Every failure is a WireError whose text is the reason to log.
+Every failure is a WireError whose text is the reason to log; a RejectionLog
+logs the first few of a flood of them one by one and counts the rest.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,30 @@ def read_secret(path: Path) -> bytes:
 
 
 # --- messages ------------------------------------------------------------------
+
+class RejectionLog:
+    """Warnings for rejected messages, at most `burst` per `window` seconds: the rest of a
+    flood is counted, and the count logged with the next warning after the window."""
+
+    def __init__(self, log: logging.Logger, burst: int = 20, window: float = 10.0):
+        self.log, self.burst, self.window = log, burst, window
+        self.suppressed = 0  # rejections counted, not logged one by one, so far in all
+        self._start, self._logged, self._unreported = -math.inf, 0, 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._start >= self.window:
+            if self._unreported:
+                self.log.warning("%d more rejected messages in %.0f s were not logged one by one",
+                                 self._unreported, now - self._start)
+            self._start, self._logged, self._unreported = now, 0, 0
+        if self._logged < self.burst:
+            self._logged += 1
+            self.log.warning(message, *args, stacklevel=2)
+        else:
+            self._unreported += 1
+            self.suppressed += 1
+
 
 def seal(secret: bytes, direction: bytes, body: dict[str, Any]) -> list[bytes]:
     """The frames of `body` sent in `direction`: its JSON and its tag."""

@@ -257,6 +257,7 @@ class WorkerPool:
         self.timeout = timeout  # seconds a task or a job load may take (raised to 10x the slowest task seen)
         self.connect_timeout = connect_timeout
         self.heartbeat_timeout = heartbeat_timeout
+        self.rejections = wire.RejectionLog(log)  # a flood of bad messages must not flood the log
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         wire.bound(self.socket, MAX_TO_TRAINER)
@@ -320,7 +321,7 @@ class WorkerPool:
             if identity in self.workers:
                 self._drop(identity, f"rejected its message: {err}", stop=True)
             else:
-                log.warning("rejected a message from peer %s: %s", identity.hex()[:16], err)
+                self.rejections.warning("rejected a message from peer %s: %s", identity.hex()[:16], err)
             return False
         return True
 
@@ -527,6 +528,7 @@ class Worker:
         self.allowed_models = set(allowed_models)
         self.given = model
         self.parent = parent
+        self.rejections = wire.RejectionLog(log)
         if parent is not None:
             _die_with_parent()
         self.context = zmq.Context()
@@ -569,12 +571,12 @@ class Worker:
         try:
             body = wire.unseal(self.secret, wire.TO_WORKER, frames)
         except WireError as err:
-            log.warning("ignored a message: %s", err)
+            self.rejections.warning("ignored a message: %s", err)
             return False
         try:
             self._handle(check_message(body, TO_WORKER))
         except WireError as err:
-            log.warning("rejected a message from the trainer: %s", err)
+            self.rejections.warning("rejected a message from the trainer: %s", err)
             if self.session is not None and isinstance(body, dict) and body.get("session") == self.session:
                 task = body.get("id") if body.get("type") == "evaluate" and type(body.get("id")) is int else None
                 self._send("rejected", session=self.session, reason=str(err)[:MAX_REASON], id=task)
