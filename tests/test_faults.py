@@ -349,3 +349,14 @@ def test_resuming_a_damaged_checkpoint_fails_naming_it(checkpoint_file, tmp_path
     damaged.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=f"^{damaged}: damaged checkpoint"):
         train(model, (x,), evaluations=20, population=10, progress=False, checkpoint=damaged, resume=True)
+
+
+def test_a_kmem_capacity_is_refused_not_ignored():
+    """Before: 64 MiB placed in a '16MiB' kmem tier with on_full='error' (the capacity ignored)."""
+    assert tiers.parse_pm("kmem") == tiers.PmSpec("kmem")
+    with pytest.raises(ValueError, match=r"pm capacity '16MiB': 'kmem' cannot be limited.*numa:NODE"):
+        tiers.parse_pm("kmem", "16MiB")
+    model = torch.nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="'kmem' cannot be limited"):
+        tt.enable(tt.Policy.uniform(model, "pm", "pm"), model, pm="kmem", pm_capacity=16 << 20, on_full="error")
+    assert not _C.enabled()

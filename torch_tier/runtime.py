@@ -390,7 +390,7 @@ def enable(
     on_full: when pm is full, 'fallback' serves from DRAM and counts it,
         'error' raises torch.OutOfMemoryError (what PyTorch's own code catches).
     pm_capacity: bytes (or '4GiB') the pm tier may hold; default the
-        backend's own limit.
+        backend's own limit ('kmem' takes none: ValueError).
     fit: the sim arena's placement rule (first, best, worst, next).
     arena: "dynamic" allocates each block as it comes; "planned" serves each
         forward's activations from one arena per tier laid out ahead of time

@@ -91,7 +91,10 @@ def parse_pm(spec: str | None, capacity: int | str | None = None, fit: str = "fi
     if kind == "memkind" and arg:
         return PmSpec("memkind", directory=arg, capacity=cap, fit=fit)
     if kind == "kmem" and not arg:
-        return PmSpec("kmem", capacity=cap, fit=fit)
+        if cap:  # MEMKIND_DAX_KMEM is a static kind: memkind takes no size limit for it
+            raise ValueError(f"pm capacity {capacity!r}: 'kmem' cannot be limited (memkind's MEMKIND_DAX_KMEM "
+                             "has no maximum size); use 'numa:NODE' with a capacity, or no capacity")
+        return PmSpec("kmem", fit=fit)
     if kind == "numa" and re.fullmatch(r"\d+", arg):
         return PmSpec("numa", node=_numa_node(int(arg), cap), capacity=cap, fit=fit)
     raise ValueError(f"pm: cannot read {spec!r} (expected 'sim', 'sim:PROFILE', 'memkind:DIR', 'kmem' or 'numa:NODE')")
