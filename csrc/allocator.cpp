@@ -13,7 +13,9 @@ namespace torch_tier {
 namespace {
 
 thread_local Tier t_current_tier = kDram;
+thread_local double t_split = 0.0;  // pm share of new blocks' pages; 0: whole blocks in t_current_tier
 thread_local int64_t t_allocated[kNumTiers] = {0, 0};
+thread_local int64_t t_split_allocated[kNumTiers] = {0, 0};
 
 const char* tier_name(Tier tier) { return tier == kDram ? "dram" : "pm"; }
 
@@ -35,9 +37,18 @@ ThreadCountersHandle::~ThreadCountersHandle() {
   if (counters) TieringAllocator::instance().leave(counters);
 }
 
-void set_current_tier(Tier tier) noexcept { t_current_tier = tier; }
+void set_current_tier(Tier tier) noexcept {
+  t_current_tier = tier;
+  t_split = 0.0;
+}
 Tier current_tier() noexcept { return t_current_tier; }
+void set_current_split(double pm_share) noexcept {
+  t_current_tier = kPm;
+  t_split = pm_share;
+}
+double current_split() noexcept { return t_split; }
 int64_t thread_allocated(Tier tier) noexcept { return t_allocated[tier]; }
+int64_t thread_split_allocated(Tier tier) noexcept { return t_split_allocated[tier]; }
 
 TieringAllocator& TieringAllocator::instance() {
   // Leaked on purpose: PyTorch requires allocators of static lifetime, and
@@ -201,21 +212,18 @@ c10::DataPtr TieringAllocator::allocate(size_t n) {
                    " bytes (more than 2^48)");
   Counters& me = my_counters();
   BlockRecord block{};
-  void* ptr = allocate_in(me, t_current_tier, n, &block);
+  void* ptr = t_split != 0.0 ? allocate_split(me, n, &block) : allocate_in(me, t_current_tier, n, &block);
   const Tier tier = static_cast<Tier>(block.tier);
   Backend* backend = slots_[block.slot].backend.load(std::memory_order_acquire);  // held by our block count
   block.traced = tracing_.load(std::memory_order_relaxed);
   block.profiled = c10::memoryProfilingEnabled();
   if (!map_.insert(ptr, block)) {
-    backend->deallocate(ptr, n);
+    give_back(backend, ptr, block);
     release_block(me, block.slot);
     TORCH_CHECK_WITH(OutOfMemoryError, false, "torch-tier: no memory for the block map's node of a ", n,
                      "-byte block");
   }
-  me.live[tier].fetch_add(static_cast<int64_t>(backend->block_bytes(ptr, n)), std::memory_order_relaxed);
-  me.allocations[tier].fetch_add(1, std::memory_order_relaxed);
-  t_allocated[tier] += static_cast<int64_t>(n);
-  note_peak(me, tier);
+  count_live(me, backend, ptr, block, 1);
   if (block.traced) record(tier, ptr, n, false);
   if (block.profiled) report_to_profiler(ptr, static_cast<int64_t>(n));
   return {ptr, ptr, &free_block, c10::Device(c10::DeviceType::CPU)};
@@ -226,18 +234,75 @@ void* TieringAllocator::allocate_in(Counters& me, Tier tier, size_t n, BlockReco
   void* ptr = slots_[slot].backend.load(std::memory_order_acquire)->allocate(n);
   if (!ptr) {
     release_block(me, slot);
-    if (tier == kPm) {
-      if (error_on_full_.load(std::memory_order_relaxed)) {
-        me.failures.fetch_add(1, std::memory_order_relaxed);
-        fail_full(n);
-      }
-      me.fallbacks.fetch_add(1, std::memory_order_relaxed);
-      return allocate_in(me, kDram, n, record);
-    }
+    if (tier == kPm) return pm_full(me, n, record);
     TORCH_CHECK_WITH(OutOfMemoryError, false, "torch-tier: DRAM allocation of ", n, " bytes failed");
   }
   *record = BlockRecord{n, slot, tier, false, false};
   return ptr;
+}
+
+void* TieringAllocator::allocate_split(Counters& me, size_t n, BlockRecord* record) {
+  const size_t pages = (n + kPageBytes - 1) / kPageBytes;
+  const auto dram_pages = static_cast<size_t>((1.0 - t_split) * static_cast<double>(pages) + 0.5);
+  if (dram_pages == 0 || dram_pages >= pages) return allocate_in(me, dram_pages ? kDram : kPm, n, record);
+  Tier tier = kPm;
+  const uint8_t slot = enter_slot(me, &tier);
+  if (tier != kPm) return allocate_in(me, kDram, n, record);  // no pm tier: everything is DRAM
+  Backend* pm = slots_[slot].backend.load(std::memory_order_acquire);
+  if (!pm->can_split()) {
+    release_block(me, slot);
+    TORCH_CHECK(false, "torch-tier: tier 'pm' (", pm->describe(), ") cannot place split tensors (a share of a "
+                "tensor's pages in each tier); the sim arena and memkind's heaps can, planned arenas cannot");
+  }
+  const size_t dram_bytes = dram_pages * kPageBytes;
+  const Backend::SplitParts parts = pm->allocate_split(n, dram_bytes);
+  if (!parts.block) {
+    release_block(me, slot);
+    return pm_full(me, n, record);
+  }
+  *record = BlockRecord{n, slot, kPm, false, false, dram_bytes, parts.pm};
+  return parts.block;
+}
+
+void* TieringAllocator::pm_full(Counters& me, size_t n, BlockRecord* record) {
+  if (error_on_full_.load(std::memory_order_relaxed)) {
+    me.failures.fetch_add(1, std::memory_order_relaxed);
+    fail_full(n);
+  }
+  me.fallbacks.fetch_add(1, std::memory_order_relaxed);
+  return allocate_in(me, kDram, n, record);
+}
+
+void TieringAllocator::count_live(Counters& me, Backend* backend, void* ptr, const BlockRecord& block,
+                                  int64_t sign) noexcept {
+  const Tier tier = static_cast<Tier>(block.tier);
+  if (!block.dram_bytes) {
+    me.live[tier].fetch_add(sign * static_cast<int64_t>(backend->block_bytes(ptr, block.bytes)),
+                            std::memory_order_relaxed);
+    if (sign < 0) return;
+    me.allocations[tier].fetch_add(1, std::memory_order_relaxed);
+    t_allocated[tier] += static_cast<int64_t>(block.bytes);
+    note_peak(me, tier);
+    return;
+  }
+  // A split block: its DRAM pages in DRAM, its other pages in pm; one allocation in each.
+  const auto dram = static_cast<int64_t>(block.dram_bytes);
+  const auto pages = static_cast<int64_t>(round_up(block.bytes, kPageBytes));
+  me.live[kDram].fetch_add(sign * dram, std::memory_order_relaxed);
+  me.live[kPm].fetch_add(sign * (pages - dram), std::memory_order_relaxed);
+  if (sign < 0) return;
+  for (const Tier part : {kDram, kPm}) me.allocations[part].fetch_add(1, std::memory_order_relaxed);
+  for (int64_t* counts : {t_allocated, t_split_allocated}) {
+    counts[kDram] += dram;
+    counts[kPm] += static_cast<int64_t>(block.bytes) - dram;
+  }
+  note_peak(me, kDram);
+  note_peak(me, kPm);
+}
+
+void TieringAllocator::give_back(Backend* backend, void* ptr, const BlockRecord& block) noexcept {
+  if (block.dram_bytes) backend->deallocate_split({ptr, block.pm}, block.bytes, block.dram_bytes);
+  else backend->deallocate(ptr, block.bytes);
 }
 
 void TieringAllocator::free_block(void* ptr) {
@@ -255,12 +320,11 @@ void TieringAllocator::free_block(void* ptr) {
   }
   const Tier tier = static_cast<Tier>(block.tier);
   Backend* backend = self.slots_[block.slot].backend.load(std::memory_order_acquire);
-  const auto bytes = static_cast<int64_t>(backend->block_bytes(ptr, block.bytes));
   if (block.traced && self.tracing_.load(std::memory_order_relaxed)) self.record(tier, ptr, block.bytes, true);
   if (block.profiled) self.report_to_profiler(ptr, -static_cast<int64_t>(block.bytes));
-  backend->deallocate(ptr, block.bytes);
   Counters& me = self.my_counters();
-  me.live[tier].fetch_sub(bytes, std::memory_order_relaxed);
+  self.count_live(me, backend, ptr, block, -1);  // block_bytes may read the block: before it goes back
+  give_back(backend, ptr, block);
   self.release_block(me, block.slot);
 }
 
@@ -435,7 +499,15 @@ uint64_t TieringAllocator::record(Tier tier, const void* address, size_t size, b
 int TieringAllocator::tier_of(const c10::DataPtr& ptr) {
   BlockRecord record;
   if (ptr.get_deleter() != &free_block || !ptr.get() || !instance().map_.find(ptr.get(), &record)) return -1;
-  return record.tier;
+  return record.dram_bytes ? kSplitTier : record.tier;
+}
+
+std::array<uint64_t, kNumTiers> TieringAllocator::tier_bytes(const c10::DataPtr& ptr) {
+  BlockRecord record;
+  if (ptr.get_deleter() != &free_block || !ptr.get() || !instance().map_.find(ptr.get(), &record)) return {0, 0};
+  if (record.dram_bytes) return {record.dram_bytes, round_up(record.bytes, kPageBytes) - record.dram_bytes};
+  return record.tier == kDram ? std::array<uint64_t, kNumTiers>{record.bytes, 0}
+                              : std::array<uint64_t, kNumTiers>{0, record.bytes};
 }
 
 }  // namespace torch_tier

@@ -30,6 +30,7 @@ enum Tier : uint8_t { kDram = 0, kPm = 1 };
 constexpr int kNumTiers = 2;
 // The alignment of the tier's blocks, planned ones included.
 constexpr size_t tier_alignment(Tier tier) { return tier == kPm ? kPmAlignment : kAlignment; }
+constexpr int kSplitTier = 2;  // tier_of a split block: some pages in each tier
 
 struct TierStats {
   int64_t live_bytes;  // bytes the tier's live blocks occupy (Backend::block_bytes)
@@ -52,8 +53,19 @@ struct TraceEvent {
 // The calling thread's tier for new allocations (kDram until set).
 void set_current_tier(Tier tier) noexcept;
 Tier current_tier() noexcept;
+// New allocations of the calling thread split: `pm_share` (0 < pm_share < 1)
+// of each block's pages in pm, its first pages in DRAM. Of a block of P
+// pages (4 KiB), round((1 - pm_share) * P) (halves up) are DRAM pages; a
+// block that rounds to none or all is whole in that tier. set_current_tier
+// ends it.
+void set_current_split(double pm_share) noexcept;
+// The calling thread's split share, 0 when it allocates whole blocks.
+double current_split() noexcept;
 // Bytes (as requested) the calling thread has allocated in `tier` so far (a running total).
 int64_t thread_allocated(Tier tier) noexcept;
+// Of those, the bytes of split blocks' parts in `tier` (the emulated tier charges a split
+// block's parts as one stream served by both tiers at once).
+int64_t thread_split_allocated(Tier tier) noexcept;
 
 class TieringAllocator final : public c10::Allocator {
  public:
@@ -113,8 +125,13 @@ class TieringAllocator final : public c10::Allocator {
   std::vector<TraceEvent> stop_trace();
   uint64_t trace_position() const { return trace_seq_.load(std::memory_order_relaxed); }
 
-  // Tier of a block this allocator made, or -1 for any other pointer's deleter.
+  // Tier of a block this allocator made (kSplitTier for a split one), or -1
+  // for any other pointer's deleter.
   static int tier_of(const c10::DataPtr& ptr);
+  // Bytes of a block this allocator made in each tier: a split block's pages
+  // (dram_bytes and the rest of its pages), a whole one's request in its
+  // tier; {0, 0} for any other pointer.
+  static std::array<uint64_t, kNumTiers> tier_bytes(const c10::DataPtr& ptr);
 
  private:
   static constexpr uint8_t kDramSlot = 0;
@@ -134,6 +151,13 @@ class TieringAllocator final : public c10::Allocator {
   uint8_t enter_slot(Counters& me, Tier* tier) noexcept;
   void release_block(Counters& me, uint8_t slot) noexcept;
   void* allocate_in(Counters& me, Tier tier, size_t n, BlockRecord* record);
+  // A block of the calling thread's split share (whole when it rounds to one tier).
+  void* allocate_split(Counters& me, size_t n, BlockRecord* record);
+  // pm could not serve `n` bytes: raise (on_full="error") or serve them from DRAM.
+  void* pm_full(Counters& me, size_t n, BlockRecord* record);
+  // Counts a new block (`sign` 1) or a freed one (-1) in the tiers' live bytes.
+  void count_live(Counters& me, Backend* backend, void* ptr, const BlockRecord& block, int64_t sign) noexcept;
+  static void give_back(Backend* backend, void* ptr, const BlockRecord& block) noexcept;
   void note_peak(Counters& me, Tier tier) noexcept;
   int64_t sum_live(Tier tier) const noexcept;
   uint8_t occupy_slot(Backend* backend);

@@ -148,11 +148,23 @@ void bind_allocator(py::module_& m) {
   }, "The pm tier's arena (sim or numa): capacity, high-water mark, free bytes and blocks (None for memkind).");
   m.def("pm_description", [] { return TieringAllocator::instance().pm_description(); });
 
-  m.def("set_tier", [](int tier) { set_current_tier(to_tier(tier)); },
-        "Set the calling thread's tier for new allocations.");
-  m.def("get_tier", [] { return static_cast<int>(current_tier()); });
+  m.def("set_tier", [](py::object tier) {
+    if (py::isinstance<py::int_>(tier)) return set_current_tier(to_tier(tier.cast<int>()));
+    const double pm_share = tier.cast<double>();
+    if (!(pm_share > 0.0 && pm_share < 1.0))
+      throw std::invalid_argument("a split's pm share must be between 0 and 1, got " + std::to_string(pm_share));
+    set_current_split(pm_share);
+  }, "Set the calling thread's tier for new allocations: a tier index, or a float 0 < x < 1 to split each "
+     "new block, x of its pages in pm (its last pages) and the rest in DRAM.");
+  m.def("get_tier", []() -> py::object {
+    if (current_split() != 0.0) return py::float_(current_split());
+    return py::int_(static_cast<int>(current_tier()));
+  }, "The calling thread's tier index, or its split's pm share (a float): what set_tier was given.");
+  m.attr("SPLIT") = kSplitTier;
   m.def("thread_allocated", [](int tier) { return thread_allocated(to_tier(tier)); },
         "Bytes the calling thread has allocated in `tier` so far (a running total).");
+  m.def("thread_split_allocated", [](int tier) { return thread_split_allocated(to_tier(tier)); },
+        "Of thread_allocated(tier), the bytes of split blocks' parts in `tier`.");
   m.def("spin", [](double seconds) {
     py::gil_scoped_release no_gil;
     const auto start = std::chrono::steady_clock::now();
@@ -164,7 +176,14 @@ void bind_allocator(py::module_& m) {
      "returns the seconds actually spun.");
   m.def("tier_of", [](const at::Tensor& t) {
     return t.has_storage() ? TieringAllocator::tier_of(t.storage().data_ptr()) : -1;
-  }, "Tier index of the tensor's storage, or -1 when torch-tier did not allocate it.");
+  }, "Tier index of the tensor's storage, SPLIT when split between the tiers, or -1 when torch-tier did not "
+     "allocate it.");
+  m.def("tier_bytes", [](const at::Tensor& t) {
+    const auto bytes = t.has_storage() ? TieringAllocator::tier_bytes(t.storage().data_ptr())
+                                       : std::array<uint64_t, kNumTiers>{0, 0};
+    return py::make_tuple(bytes[kDram], bytes[kPm]);
+  }, "Bytes of the tensor's storage block in DRAM and in pm: a split block's pages in each, a whole block's "
+     "request in its tier; (0, 0) when torch-tier did not allocate it.");
 
   m.def("stats", [](int tier) { return stats_dict(to_tier(tier)); });
 

@@ -196,26 +196,38 @@ ArenaBackend::Index ArenaBackend::choose(uint32_t need) const {
   return kNil;
 }
 
-void* ArenaBackend::allocate(size_t bytes) noexcept {
+void* ArenaBackend::allocate(size_t bytes) noexcept { return allocate_aligned(bytes, 1); }
+
+void* ArenaBackend::allocate_pages(size_t bytes) noexcept {
+  return allocate_aligned(bytes, kPageBytes / kCell);  // base_ is page aligned (mmap)
+}
+
+void* ArenaBackend::allocate_aligned(size_t bytes, uint32_t align) noexcept {
   if (bytes == 0 || bytes > capacity_) return nullptr;
   const auto need = static_cast<uint32_t>(round_up(bytes, kCell) / kCell);
   std::lock_guard<std::mutex> lock(mutex_);
-  const Index block = choose(need);
+  const Index block = choose(need + align - 1);  // holds an aligned run of `need` wherever it starts
   if (block == kNil) return nullptr;
   root_ = erase(root_, block);
   const uint32_t size = size_of(block);
   --free_blocks_;
-  if (size > need) {
-    const Index rest = block + need;
-    mark(rest, size - need, true);
-    root_ = insert(root_, rest);
+  const auto start = static_cast<Index>(round_up(block, align));
+  if (start > block) {  // the cells before the aligned start stay free
+    mark(block, start - block, true);
+    root_ = insert(root_, block);
     ++free_blocks_;
   }
-  mark(block, need, false);
+  const Index end = start + need;
+  if (block + size > end) {
+    mark(end, block + size - end, true);
+    root_ = insert(root_, end);
+    ++free_blocks_;
+  }
+  mark(start, need, false);
   free_cells_ -= need;
-  rover_ = block + need;
+  rover_ = end;
   high_water_ = std::max(high_water_, rover_);
-  return base_ + size_t{block} * kCell;
+  return base_ + size_t{start} * kCell;
 }
 
 void ArenaBackend::deallocate(void* ptr, size_t /*bytes: the cell records know*/) noexcept {

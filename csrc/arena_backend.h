@@ -53,6 +53,8 @@ class ArenaBackend : public Backend {
   void deallocate(void* ptr, size_t bytes) noexcept override;
   size_t block_bytes(const void*, size_t bytes) const noexcept override { return round_up(bytes, kCell); }
   std::string describe() const override;
+  bool can_split() const noexcept override { return true; }
+  void* allocate_pages(size_t bytes) noexcept override;
   ArenaLayout layout();
   size_t capacity() const { return capacity_; }
   Fit fit() const { return fit_; }
@@ -79,6 +81,8 @@ class ArenaBackend : public Backend {
   Index erase(Index tree, Index node);
   Index choose(uint32_t need) const;
   Index first_from(Index tree, Index from, uint32_t need) const;
+  // A block of `bytes` whose first cell is a multiple of `align` cells.
+  void* allocate_aligned(size_t bytes, uint32_t align) noexcept;
 
   char* base_;
   size_t capacity_;

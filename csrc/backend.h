@@ -33,17 +33,25 @@ class Backend {
 
   // Split blocks (policy format 2): one page-aligned virtual range of `bytes`
   // whose first `dram_bytes` (a whole number of kPageBytes, 0 < dram_bytes <
-  // bytes) are DRAM pages and the rest this backend's. A backend that can
-  // place page ranges of one mapping overrides all three (NUMA: mbind of the
-  // two ranges of one mmap; a file-backed heap or the sim arena: both parts
-  // mmap'd MAP_FIXED over one reserved range). can_split() false: the
-  // allocator raises an error naming describe(). A live split block occupies
-  // dram_bytes of DRAM and round_up(bytes, kPageBytes) - dram_bytes here.
+  // bytes) are DRAM pages and the rest this backend's. A live split block
+  // occupies dram_bytes of DRAM and round_up(bytes, kPageBytes) - dram_bytes
+  // here. can_split() false: the allocator raises an error naming describe().
+  // The default composes the range (split_mapping.h) from fresh DRAM pages and
+  // a page-aligned block of allocate_pages(), which a backend of mapped memory
+  // provides (the sim arena, memkind's heaps); a backend that can place page
+  // ranges of one mapping overrides allocate_split and deallocate_split
+  // instead (NUMA: mbind of the two ranges of one mmap).
+  struct SplitParts {
+    void* block;  // the split block (its DRAM pages first); nullptr when either part cannot be had
+    void* pm;     // this backend's own block that held its pm pages, for deallocate_split
+  };
   virtual bool can_split() const noexcept { return false; }
-  // The block, or nullptr when either part cannot be had (full).
-  virtual void* allocate_split(size_t /*bytes*/, size_t /*dram_bytes*/) noexcept { return nullptr; }
-  // Takes back a block of `allocate_split(bytes, dram_bytes)`.
-  virtual void deallocate_split(void* /*ptr*/, size_t /*bytes*/, size_t /*dram_bytes*/) noexcept {}
+  virtual SplitParts allocate_split(size_t bytes, size_t dram_bytes) noexcept;
+  // Takes back the parts of `allocate_split(bytes, dram_bytes)`.
+  virtual void deallocate_split(SplitParts parts, size_t bytes, size_t dram_bytes) noexcept;
+  // A block of `bytes` (a whole number of kPageBytes) starting on a page, or
+  // nullptr when full or when this backend cannot align to pages.
+  virtual void* allocate_pages(size_t /*bytes*/) noexcept { return nullptr; }
 
   // Owners of a backend (the allocator's slot while it has live blocks, a
   // planned arena built on it) each hold a reference; the last one deletes

@@ -9,18 +9,25 @@ namespace torch_tier {
 namespace {
 
 constexpr uint64_t kPresent = uint64_t{1} << 63;
+constexpr uint64_t kSplit = uint64_t{1} << 59;  // the next two records hold dram_bytes and pm
 constexpr uint64_t kProfiled = uint64_t{1} << 58;
 constexpr uint64_t kTraced = uint64_t{1} << 57;
 constexpr int kTierShift = 56, kSlotShift = 48;
 
 uint64_t encode(const BlockRecord& r) {
-  return kPresent | (r.profiled ? kProfiled : 0) | (r.traced ? kTraced : 0) |
+  return kPresent | (r.dram_bytes ? kSplit : 0) | (r.profiled ? kProfiled : 0) | (r.traced ? kTraced : 0) |
          (uint64_t{r.tier} & 1) << kTierShift | uint64_t{r.slot} << kSlotShift | (r.bytes & BlockMap::kMaxBytes);
 }
 
-BlockRecord decode(uint64_t word) {
-  return {word & BlockMap::kMaxBytes, static_cast<uint8_t>(word >> kSlotShift),
-          static_cast<uint8_t>((word >> kTierShift) & 1), (word & kTraced) != 0, (word & kProfiled) != 0};
+// The record whose first word is `word`, at `entry` (a split block's two more follow it).
+BlockRecord decode(const std::atomic<uint64_t>* entry, uint64_t word) {
+  BlockRecord record{word & BlockMap::kMaxBytes, static_cast<uint8_t>(word >> kSlotShift),
+                     static_cast<uint8_t>((word >> kTierShift) & 1), (word & kTraced) != 0, (word & kProfiled) != 0};
+  if (word & kSplit) {
+    record.dram_bytes = entry[1].load(std::memory_order_relaxed);
+    record.pm = reinterpret_cast<void*>(entry[2].load(std::memory_order_relaxed));
+  }
+  return record;
 }
 
 // Zeroed memory for a node; nullptr if it cannot be mapped.
@@ -68,34 +75,40 @@ BlockMap::Leaf* BlockMap::leaf_of(const void* ptr, bool create) const noexcept {
 }
 
 bool BlockMap::insert(const void* ptr, const BlockRecord& record) noexcept {
-  Leaf* leaf = leaf_of(ptr, true);
-  if (!leaf) return false;
-  const uint64_t key = reinterpret_cast<uintptr_t>(ptr) >> kGranuleBits;
+  Leaf* entry = entry_of(ptr, true);
+  if (!entry) return false;
   // Relaxed: the block reaches other threads only through PyTorch's own
-  // synchronisation (the storage's refcount), which orders this store.
-  leaf[key & ((1 << kLeafBits) - 1)].store(encode(record), std::memory_order_relaxed);
+  // synchronisation (the storage's refcount), which orders these stores.
+  if (record.dram_bytes) {
+    entry[1].store(record.dram_bytes, std::memory_order_relaxed);
+    entry[2].store(reinterpret_cast<uintptr_t>(record.pm), std::memory_order_relaxed);
+  }
+  entry->store(encode(record), std::memory_order_relaxed);
   return true;
 }
 
 bool BlockMap::find(const void* ptr, BlockRecord* out) const noexcept {
-  Leaf* leaf = leaf_of(ptr, false);
-  if (!leaf) return false;
-  const uint64_t word =
-      leaf[(reinterpret_cast<uintptr_t>(ptr) >> kGranuleBits) & ((1 << kLeafBits) - 1)].load(std::memory_order_relaxed);
+  Leaf* entry = entry_of(ptr, false);
+  if (!entry) return false;
+  const uint64_t word = entry->load(std::memory_order_relaxed);
   if (!(word & kPresent)) return false;
-  *out = decode(word);
+  *out = decode(entry, word);
   return true;
 }
 
 bool BlockMap::erase(const void* ptr, BlockRecord* out) noexcept {
-  Leaf* leaf = leaf_of(ptr, false);
-  if (!leaf) return false;
-  Leaf& entry = leaf[(reinterpret_cast<uintptr_t>(ptr) >> kGranuleBits) & ((1 << kLeafBits) - 1)];
-  const uint64_t word = entry.load(std::memory_order_relaxed);
+  Leaf* entry = entry_of(ptr, false);
+  if (!entry) return false;
+  const uint64_t word = entry->load(std::memory_order_relaxed);
   if (!(word & kPresent)) return false;
-  entry.store(0, std::memory_order_relaxed);  // only the block's last owner frees it: no RMW needed
-  *out = decode(word);
+  *out = decode(entry, word);
+  entry->store(0, std::memory_order_relaxed);  // only the block's last owner frees it: no RMW needed
   return true;
+}
+
+BlockMap::Leaf* BlockMap::entry_of(const void* ptr, bool create) const noexcept {
+  Leaf* leaf = leaf_of(ptr, create);
+  return leaf ? &leaf[(reinterpret_cast<uintptr_t>(ptr) >> kGranuleBits) & ((1 << kLeafBits) - 1)] : nullptr;
 }
 
 }  // namespace torch_tier

@@ -3,6 +3,10 @@
 // finds its backend from the pointer alone (raw_allocate requires a DataPtr's
 // data and context to be the same pointer).
 //
+// A split block (page aligned, two pages or more) keeps its dram_bytes and pm
+// in the records of its second and third granules, which no other block can
+// start at.
+//
 // Keys are addresses at 64-byte granularity (every block is 64-byte aligned),
 // 48-bit user-space addresses. Interior nodes and leaves are mapped lazily
 // with mmap and installed with a compare-and-swap, and never unmapped: insert,
@@ -19,9 +23,11 @@ namespace torch_tier {
 struct BlockRecord {
   uint64_t bytes;     // as requested by PyTorch
   uint8_t slot;       // the backend's slot in the allocator
-  uint8_t tier;
+  uint8_t tier;       // of a split block: kPm, the tier of its backend
   bool traced;        // allocated while tracing: its free is traced too
   bool profiled;      // reported to PyTorch's profiler: its free is too
+  uint64_t dram_bytes = 0;  // a split block's DRAM pages (Backend::allocate_split); 0: a whole block
+  void* pm = nullptr;       // a split block's SplitParts::pm
 };
 
 class BlockMap {
@@ -48,6 +54,7 @@ class BlockMap {
   using Mid = std::atomic<Leaf*>;      // [1 << kMidBits]
 
   Leaf* leaf_of(const void* ptr, bool create) const noexcept;
+  Leaf* entry_of(const void* ptr, bool create) const noexcept;  // the block's first record
 
   std::atomic<Mid*>* root_;  // [1 << kRootBits], mapped once
 };

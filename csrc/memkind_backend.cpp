@@ -6,9 +6,13 @@ MemkindBackend::~MemkindBackend() {
   if (api_.destroy_kind) api_.destroy_kind(kind_);
 }
 
-void* MemkindBackend::allocate(size_t bytes) noexcept {
+void* MemkindBackend::allocate(size_t bytes) noexcept { return aligned(bytes, kPmAlignment); }
+
+void* MemkindBackend::allocate_pages(size_t bytes) noexcept { return aligned(bytes, kPageBytes); }
+
+void* MemkindBackend::aligned(size_t bytes, size_t alignment) noexcept {
   void* ptr = nullptr;
-  return api_.posix_memalign(kind_, &ptr, kPmAlignment, bytes) == 0 ? ptr : nullptr;
+  return api_.posix_memalign(kind_, &ptr, alignment, bytes) == 0 ? ptr : nullptr;
 }
 
 void MemkindBackend::deallocate(void* ptr, size_t /*bytes*/) noexcept { api_.free(kind_, ptr); }

@@ -27,8 +27,12 @@ class MemkindBackend final : public Backend {
   void deallocate(void* ptr, size_t bytes) noexcept override;
   size_t block_bytes(const void* ptr, size_t bytes) const noexcept override;
   std::string describe() const override { return name_; }
+  bool can_split() const noexcept override { return true; }
+  void* allocate_pages(size_t bytes) noexcept override;
 
  private:
+  void* aligned(size_t bytes, size_t alignment) noexcept;
+
   void* kind_;
   MemkindApi api_;
   std::string name_;

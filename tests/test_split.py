@@ -1,17 +1,24 @@
 """Split placements: part of a tensor in each tier, priced by its parts, optimised as an LP."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import torch_tier as tt
+from torch_tier import _C, memkind, tiers, zoo
 from torch_tier import baselines as bl
-from torch_tier import zoo
 from torch_tier.cost_model import cost_model, graph_costs, predict, split_extra
 from torch_tier.graph import TierGraph
 from torch_tier.graph_capture import capture
 from torch_tier.placement import PlacementSpace, to_array
 from torch_tier.traffic import Traffic, TrafficStream, graph_traffic
+
+from conftest import small_bert, small_cnn
+from test_device_models import registered  # noqa: F401 (the fixture: device models a test registers are forgotten)
 
 BUDGETS = ["10%", "25%", "50%"]
 
@@ -149,3 +156,179 @@ def test_split_needs_terms_with_dram_seconds(mlp):
     fitted = dataclasses.replace(graph_costs(mlp), weight_dram=None)
     with pytest.raises(ValueError, match="cannot price splits"):
         bl.optimal(mlp, "25%", costs=fitted, split=True)
+
+
+# ---- the runtime: split tensors placed for real ---------------------------------------------------
+
+BACKENDS = [
+    "sim",
+    pytest.param("memkind:/dev/shm", marks=pytest.mark.skipif(
+        not memkind.available() and os.environ.get("CI") != "true", reason="libmemkind0 is not installed")),
+    pytest.param("numa:0", marks=pytest.mark.skipif(not tiers.numa_nodes(), reason="no NUMA node with memory")),
+]
+PAGE = 4096
+
+
+def split_policy(model: nn.Module) -> tt.Policy:
+    """Nodes' weights and activations split at several shares, every fourth node's weights whole in pm."""
+    policy = tt.Policy.uniform(model, "dram", "dram")
+    choices = [tt.Placement(0.375, 0.7), tt.Placement(0.5, 0.25), tt.Placement(0.8, "pm"), tt.Placement("pm", 0.5)]
+    for i, node in enumerate(policy.nodes):
+        policy.nodes[node] = choices[i % 4]
+    return policy
+
+
+def expected_bytes(nbytes: int, dram_share: float) -> tuple[int, int]:
+    """(DRAM, pm) bytes of a block of `nbytes` at `dram_share`, as policy.Placement documents the rounding:
+    round(share * pages) pages in DRAM (halves up), a whole block in one tier when that is none or all."""
+    pages = -(-nbytes // PAGE)
+    dram_pages = int(dram_share * pages + 0.5)
+    if dram_pages in (0, pages):
+        return (nbytes, 0) if dram_pages else (0, nbytes)
+    return dram_pages * PAGE, (pages - dram_pages) * PAGE
+
+
+def check_weights(model: nn.Module, policy: tt.Policy) -> tuple[int, int]:
+    """Assert every weight storage's bytes per tier (and tier_of) as its placement says; return how
+    many are split and their bytes in pm."""
+    pm_weights, seen, splits = 0, set(), 0
+    for path, module in model.named_modules():
+        share = policy.placement_of(path).share("weight")
+        for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            nbytes = tensor.untyped_storage().nbytes()
+            if tensor.data_ptr() in seen or nbytes == 0:
+                continue
+            seen.add(tensor.data_ptr())
+            dram, pm_bytes = expected_bytes(nbytes, share)
+            assert tt.tier_bytes(tensor) == {"dram": dram, "pm": pm_bytes}, path
+            assert tt.tier_of(tensor) == ("split" if dram and pm_bytes else "dram" if dram else "pm"), path
+            splits += bool(dram and pm_bytes)
+            pm_weights += pm_bytes
+    return splits, pm_weights
+
+
+@pytest.mark.parametrize("pm", BACKENDS)
+@pytest.mark.parametrize("build", [small_cnn, small_bert], ids=["cnn", "transformer"])
+def test_outputs_bit_identical_and_every_weight_split_as_the_policy_says(build, pm):
+    model, x = build()
+    with torch.no_grad():
+        reference = model(x)
+    policy = split_policy(model)
+    before = tt.stats()
+    with tt.enable(policy, model, pm=pm), torch.no_grad():
+        out = model(x)
+        splits, pm_weights = check_weights(model, policy)
+        assert splits >= 1
+        assert tt.stats()["pm"]["live_bytes"] - before["pm"]["live_bytes"] >= pm_weights  # whole pm blocks round up
+    assert torch.equal(out if torch.is_tensor(out) else out.last_hidden_state,
+                       reference if torch.is_tensor(reference) else reference.last_hidden_state)
+    del out  # the last activations, alive in their tiers until then
+    assert tt.stats()["pm"]["live_bytes"] == before["pm"]["live_bytes"]
+
+
+@pytest.mark.parametrize("pm", BACKENDS)
+def test_split_blocks_count_in_both_tiers_and_free_exactly(pm):
+    model, _ = small_cnn()
+    with tt.enable(tt.Policy.uniform(model), model, pm=pm):
+        before = tt.stats()
+        _C.set_tier(0.25)  # a quarter of each block's pages in pm
+        try:
+            blocks = [torch.empty(n, dtype=torch.uint8) for n in (11 * PAGE + 100, 2 * PAGE, PAGE - 1, 40 * PAGE)]
+        finally:
+            _C.set_tier(tiers.DRAM)
+        stats = tt.stats()
+        expected = [expected_bytes(b.nbytes, 0.75) for b in blocks]
+        assert [tuple(tt.tier_bytes(b).values()) for b in blocks] == expected
+        assert expected[:3] == [(9 * PAGE, 3 * PAGE), (2 * PAGE, 0), (PAGE - 1, 0)]  # 12 pages: 9 in DRAM; 2: 1.5
+        assert stats["pm"]["live_bytes"] - before["pm"]["live_bytes"] == 3 * PAGE + 10 * PAGE
+        assert stats["dram"]["live_bytes"] - before["dram"]["live_bytes"] == (9 + 2 + 1 + 30) * PAGE  # whole: 64 B units
+        assert stats["pm"]["allocations"] - before["pm"]["allocations"] == 2  # each split block counts in both
+        assert stats["dram"]["allocations"] - before["dram"]["allocations"] == 4
+        for block in blocks:  # every byte reads back what was written, across the tiers' boundary
+            pattern = (torch.arange(block.numel()) % 251).to(torch.uint8)
+            block.copy_(pattern)
+            assert torch.equal(block, pattern)
+        del blocks, block, pattern
+        after = tt.stats()
+        assert after["pm"]["live_bytes"] == before["pm"]["live_bytes"]
+        assert after["dram"]["live_bytes"] == before["dram"]["live_bytes"]
+
+
+def half_split_block() -> torch.Tensor:
+    """A block of 8 pages allocated half in each tier (the session's pm tier)."""
+    _C.set_tier(0.5)
+    try:
+        return torch.ones(8 * PAGE // 4)
+    finally:
+        _C.set_tier(tiers.DRAM)
+
+
+@pytest.mark.skipif(not memkind.available(), reason="libmemkind0 is not installed")
+def test_memkind_split_maps_the_heap_files_pages():
+    """The pm part of a split block on memkind's heap is the heap file's own pages (one mapping,
+    shared), and its DRAM part anonymous memory."""
+    model, _ = small_cnn()
+    with tt.enable(tt.Policy.uniform(model), model, pm="memkind:/dev/shm"):
+        block = half_split_block()
+        start = block.data_ptr()
+        maps = {}
+        for line in open("/proc/self/maps"):
+            fields = line.split()
+            low, high = (int(a, 16) for a in fields[0].split("-"))
+            if low < start + 8 * PAGE and high > start:
+                maps[max(low, start) - start] = fields[5] if len(fields) > 5 else ""
+        assert maps[0] == "" and re.search(r"/dev/shm/memkind", maps[4 * PAGE]), maps
+        del block
+
+
+@pytest.mark.skipif(not tiers.numa_nodes(), reason="no NUMA node with memory")
+def test_numa_split_pm_pages_bound_to_the_node():
+    model, _ = small_cnn()
+    node = tiers.numa_nodes()[0]
+    with tt.enable(tt.Policy.uniform(model), model, pm=f"numa:{node}"):
+        block = half_split_block()
+        start = block.data_ptr()
+        policies = {}
+        for line in open("/proc/self/numa_maps"):
+            address = int(line.split()[0], 16)
+            if start <= address < start + 8 * PAGE:
+                policies[address - start] = line.split()[1]
+        assert policies[0] == "default" and policies[4 * PAGE] == f"bind:{node}", policies
+        assert set(_C.page_nodes(block)) == {node}
+        del block
+
+
+@pytest.mark.usefixtures("registered")
+def test_meter_charges_a_split_stream_by_its_parts():
+    seen: list[Traffic] = []
+    tt.register_device("split-recorder", lambda traffic: seen.append(traffic) or 0.0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 2048), nn.ReLU()).eval()
+    x = torch.randn(16, 256)
+    policy = tt.Policy.uniform(model)
+    policy.nodes["0"] = tt.Placement(0.5, 0.5)
+    with tt.enable(policy, model, pm="sim:split-recorder"), torch.no_grad():
+        model(x)
+    first, relu = {t.path: t for t in seen}["0"], {t.path: t for t in seen}["1"]
+    weights = [s for s in first.streams if not s.write and s.extent]
+    assert {s.tier for s in weights} == {"dram", "pm"} and len({s.split for s in weights}) == 1 and weights[0].split
+    weight_bytes = (256 * 2048 + 2048) * 4
+    assert sum(s.bytes for s in weights) == weight_bytes
+    writes = [s for s in first.streams if s.write]
+    out = 16 * 2048 * 4  # 32 pages: 16 in each tier
+    assert sorted((s.tier, s.bytes) for s in writes) == [("dram", out // 2), ("pm", out // 2)]
+    assert len({s.split for s in writes}) == 1 and writes[0].split
+    reads = [s for s in relu.streams if not s.write]
+    assert sorted((s.tier, s.bytes) for s in reads) == [("dram", out // 2), ("pm", out // 2)]
+
+
+def test_bad_split_shares_and_planned_arenas_are_refused(cnn):
+    model, x = cnn
+    with pytest.raises(ValueError, match="between 0 and 1, got 1.5"):
+        _C.set_tier(1.5)
+    policy = split_policy(model)
+    from torch_tier.graph_capture import capture as capture_graph
+
+    graph = capture_graph(model, x, repeats=1)
+    with pytest.raises(ValueError, match="arena='planned' lays out whole tensors"):
+        tt.enable(policy, model, pm="sim", arena="planned", graph=graph)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 # public name -> the module that defines it (no public name is also a submodule's name)
 _EXPORTS = {
     "Placement": "policy", "Policy": "policy", "PolicyError": "policy", "fingerprint": "policy",
-    "reset_peaks": "tiers", "stats": "tiers", "tier_of": "tiers",
+    "reset_peaks": "tiers", "stats": "tiers", "tier_bytes": "tiers", "tier_of": "tiers",
     "TierGraph": "graph",
     "Traffic": "traffic", "TrafficStream": "traffic",
     "register_device": "devices",
@@ -29,7 +29,7 @@ _EXPORTS = {
 
 __all__ = ["Measurement", "Placement", "Policy", "PolicyError", "Session", "TierGraph", "Traffic", "TrafficStream",
            "TrainResult", "calibrate_device", "capture", "enable", "fingerprint", "from_pretrained", "measure",
-           "predict", "register_device", "reset_peaks", "stats", "tier_of", "train"]
+           "predict", "register_device", "reset_peaks", "stats", "tier_bytes", "tier_of", "train"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .policy import Placement, Policy, PolicyError, fingerprint
     from .pretrained import from_pretrained
     from .runtime import Session, enable
-    from .tiers import reset_peaks, stats, tier_of
+    from .tiers import reset_peaks, stats, tier_bytes, tier_of
     from .timing import Measurement, measure
     from .trainer.erl import TrainResult, train
     from .traffic import Traffic, TrafficStream

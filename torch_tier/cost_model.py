@@ -129,7 +129,8 @@ class CostModel:
             elif stream.tier == "pm":
                 pm_extra += self.extra(stream)
         for split in parts.values():
-            slowest = max(self.seconds(s, self.pm if s.tier == "pm" else self.dram) for s in split if s.bytes > 0)
+            slowest = max((self.seconds(s, self.pm if s.tier == "pm" else self.dram) for s in split if s.bytes > 0),
+                          default=0.0)
             pm_extra += slowest - sum(self.in_dram(s) for s in split)
         return overlapped(pm_extra, traffic.seconds, dram)
 

@@ -16,10 +16,17 @@ one too, with every tensor in DRAM, to time each node's own code.
 
 Delay is owed per thread: calls nest (a container's own code around its
 children), and each call is charged for its own code only.
+
+Split tensors (policy format 2) are charged by their parts, as the
+allocator placed them: a split weight or input is one stream in two parts
+(its DRAM bytes and its pm bytes, TrafficStream.split), and so are the
+bytes a call wrote into split blocks (_C.thread_split_allocated), which the
+cost model prices as both tiers serving them at once.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -27,12 +34,14 @@ from typing import Callable
 import torch
 
 from . import _C, clocks, cost_model, tiers
+from .graph import Stream
 from .tensors import input_tensors
-from .traffic import Traffic, TrafficStream
+from .traffic import Traffic, TrafficStream, in_tiers
 
 DeviceModel = Callable[[Traffic], float]  # extra seconds the slow tier adds to one call
 
 SPIN_QUANTUM = 20e-6  # seconds of simulated delay gathered before one spin
+WEIGHT_SPLIT = 1  # the TrafficStream.split number of a call's split weights (its first streams)
 
 _local = threading.local()
 
@@ -42,43 +51,59 @@ class Frame:
     """One metered call in progress (its caller keeps it, and its parent's, for exit)."""
 
     start_ns: int
-    allocated_at_start: tuple[int, int]  # this thread's bytes allocated so far, per tier
+    allocated_at_start: tuple[int, int, int, int]  # this thread's _allocated() when the call began
     child_ns: int = 0
-    child_allocated: tuple[int, int] = (0, 0)
+    child_allocated: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 # Called after each metered call: (node path, its own seconds, simulated extra seconds).
 CallRecorder = Callable[[str, float, float], None]
 
 
-def _allocated() -> tuple[int, int]:
-    return _C.thread_allocated(tiers.DRAM), _C.thread_allocated(tiers.PM)
+def _allocated() -> tuple[int, int, int, int]:
+    """This thread's bytes allocated so far in DRAM and pm, then those of them in split blocks."""
+    return (_C.thread_allocated(tiers.DRAM), _C.thread_allocated(tiers.PM),
+            _C.thread_split_allocated(tiers.DRAM), _C.thread_split_allocated(tiers.PM))
+
+
+def pm_share(tensor: torch.Tensor) -> float:
+    """The share of the bytes of `tensor`'s storage in pm: 0 or 1 for a whole block (DRAM for memory
+    torch-tier did not allocate), between for a split block (whose first bytes are in DRAM)."""
+    dram, pm = _C.tier_bytes(tensor)
+    if not (dram and pm):
+        return 1.0 if pm else 0.0
+    nbytes = tensor.untyped_storage().nbytes()
+    return (nbytes - min(dram, nbytes)) / nbytes
 
 
 @dataclass(frozen=True)
 class Weights:
-    """A metered node's own weights: the stream a call reads of them, made once for a module
-    that reads them whole every call, or per call for an embedding lookup (rows at random)."""
+    """A metered node's own weights: the streams a call reads of them (two parts when split), made
+    once for a module that reads them whole every call, or per call for an embedding lookup (rows
+    at random)."""
 
     bytes: int
-    tier: str
-    stream: TrafficStream | None = None
+    pm_share: float  # of the bytes: 0 or 1 (whole), or between (split)
+    streams: tuple[TrafficStream, ...] | None = None
 
     @classmethod
     def of(cls, module: torch.nn.Module, tensors: list[torch.Tensor]) -> "Weights":
         nbytes = sum(t.untyped_storage().nbytes() for t in tensors)
-        tier = "pm" if any(tiers.tier_of(t) == "pm" for t in tensors) else "dram"
+        shares = [pm_share(t) for t in tensors]
+        if all(share in (0, 1) for share in shares):
+            share = float(any(shares))
+        else:
+            share = sum(t.untyped_storage().nbytes() * s for t, s in zip(tensors, shares)) / nbytes
         if cost_model.is_sparse(module):
-            return cls(nbytes, tier)
-        return cls(nbytes, tier, TrafficStream(nbytes, tier=tier, extent=nbytes))
+            return cls(nbytes, share)
+        return cls(nbytes, share, tuple(in_tiers(Stream(nbytes), share, WEIGHT_SPLIT, extent=nbytes)))
 
-    def read(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> TrafficStream:
+    def read(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[TrafficStream, ...]:
         """What this call reads of the weights."""
-        if self.stream is not None:
-            return self.stream
+        if self.streams is not None:
+            return self.streams
         rows = cost_model.weight_stream(module, self.bytes, args, kwargs)
-        return TrafficStream(rows.bytes, accesses=rows.accesses, random=rows.random, tier=self.tier,
-                             extent=self.bytes)
+        return tuple(in_tiers(rows, self.pm_share, WEIGHT_SPLIT, extent=self.bytes))
 
 
 class Meter:
@@ -110,16 +135,22 @@ class Meter:
         own_ns = clocks.now_ns() - frame.start_ns - frame.child_ns
         extra = 0.0
         if self.device is not None:
-            inputs = self._input_bytes(args, kwargs) if leaf else (0, 0)
-            extra = self.device(self.traffic(path, own_ns * 1e-9, frame, inputs, allocated,
-                                             weights.read(module, args, kwargs)))
-            if not extra >= 0.0:
+            inputs = self._inputs(args, kwargs) if leaf else ((0, 0), [])
+            traffic = self.traffic(path, own_ns * 1e-9, frame, inputs, allocated, weights.read(module, args, kwargs))
+            extra = self.device(traffic)
+            split = any(s.split for s in traffic.streams)
+            if not (extra >= 0.0 or (split and extra > -math.inf)):
                 raise ValueError(f"device model {self.device!r} returned {extra!r} seconds for {path!r}: "
-                                 "expected a number >= 0")
+                                 "expected a number >= 0 (below 0 only for a call with split streams)")
             # Owed delay is paid in spins of at least SPIN_QUANTUM, each timed from
             # here so that the call's own cost counts as paid. A spin's overrun is
             # credited to the next (at most one quantum: a spin stretched by
             # preemption must not cancel later ones); each forward starts afresh.
+            # A call faster than DRAM alone (split streams served by both tiers at
+            # once) is a credit against the delay later calls of the forward owe:
+            # the emulated tier cannot make this machine's DRAM faster, so a credit
+            # left at the forward's end is lost, and timed splits read slower than
+            # the cost model predicts them by that much.
             _local.debt += extra
             if _local.debt >= SPIN_QUANTUM or (parent is None and _local.debt > 0):
                 start = clocks.now()
@@ -132,22 +163,35 @@ class Meter:
         if self.recorder is not None:
             self.recorder(path, own_ns * 1e-9, extra)
 
-    def _input_bytes(self, args: tuple, kwargs: dict) -> tuple[int, int]:
-        """Bytes of a call's inputs per tier, the model's weights excluded."""
-        inputs = [0, 0]
+    def _inputs(self, args: tuple, kwargs: dict) -> tuple[tuple[int, int], list[tuple[int, float]]]:
+        """A call's inputs, the model's weights excluded: bytes of whole ones per tier, and
+        (bytes, pm share) of each split one."""
+        whole, split = [0, 0], []
         for tensor in input_tensors(args, kwargs):
             if tensor.untyped_storage().data_ptr() not in self.weight_storages:
-                inputs[_C.tier_of(tensor) == tiers.PM] += tensor.nbytes
-        return inputs[0], inputs[1]
+                share = pm_share(tensor)
+                if share in (0, 1):
+                    whole[int(share)] += tensor.nbytes
+                else:
+                    split.append((tensor.nbytes, share))
+        return (whole[0], whole[1]), split
 
-    def traffic(self, path: str, own: float, frame: Frame, inputs: tuple[int, int], allocated: tuple[int, int],
-                weights: TrafficStream) -> Traffic:
-        """What the call moved: its weights, its inputs and its own writes, per tier."""
-        writes = [a - c for a, c in zip(allocated, frame.child_allocated)]
-        streams = [weights] if weights.bytes else []
-        for index, tier in enumerate(tiers.TIER_NAMES):
-            if inputs[index]:
-                streams.append(TrafficStream(inputs[index], tier=tier))
-            if writes[index]:
-                streams.append(TrafficStream(writes[index], write=True, tier=tier))
+    def traffic(self, path: str, own: float, frame: Frame,
+                inputs: tuple[tuple[int, int], list[tuple[int, float]]], allocated: tuple[int, int, int, int],
+                weights: tuple[TrafficStream, ...]) -> Traffic:
+        """What the call moved: its weights, its inputs and its own writes, per tier; split ones in parts."""
+        dram, pm, split_dram, split_pm = (a - c for a, c in zip(allocated, frame.child_allocated))
+        whole_inputs, split_inputs = inputs
+        streams = [s for s in weights if s.bytes]
+        for index, (tier, written) in enumerate(zip(tiers.TIER_NAMES, (dram - split_dram, pm - split_pm))):
+            if whole_inputs[index]:
+                streams.append(TrafficStream(whole_inputs[index], tier=tier))
+            if written:
+                streams.append(TrafficStream(written, write=True, tier=tier))
+        for nbytes, share in split_inputs:
+            streams += in_tiers(Stream(nbytes), share, len(streams) + 1)
+        if split_dram or split_pm:
+            number = len(streams) + 1
+            streams += [TrafficStream(split_dram, write=True, tier="dram", split=number),
+                        TrafficStream(split_pm, write=True, tier="pm", split=number)]
         return Traffic(path, own, self.threads, tuple(streams))

@@ -79,6 +79,11 @@ class Placement:
         dram = value if isinstance(value, float) else float(value == "dram")
         return dram if tier == "dram" else 1.0 - dram
 
+    def allocator_tier(self, head: str) -> int | float:
+        """What the allocator's set_tier takes for `head`: the tier's index, or a split's pm share."""
+        value = getattr(self, head)
+        return 1.0 - value if isinstance(value, float) else TIER_NAMES.index(value)
+
     @property
     def split(self) -> bool:
         """Whether either head is split between the tiers."""

@@ -50,8 +50,9 @@ _active_lock = threading.RLock()  # close() runs under it when enable() fails
 CLOSE_TIMEOUT = 60.0  # seconds close() waits for other threads' forwards by default
 
 
-def _storage_in_tier(storage: torch.UntypedStorage, tier: int | None) -> torch.UntypedStorage:
-    """A copy of `storage` allocated in `tier` (index), or by the current CPU allocator (None)."""
+def _storage_in_tier(storage: torch.UntypedStorage, tier: int | float | None) -> torch.UntypedStorage:
+    """A copy of `storage` allocated in `tier` (index, or a split's pm share), or by the current CPU
+    allocator (None)."""
     previous = _C.get_tier()
     if tier is not None:
         _C.set_tier(tier)
@@ -91,7 +92,7 @@ class _Placed(NamedTuple):
     """A module of the session's model: the tier its calls allocate in; what the meter needs of it."""
 
     module: torch.nn.Module
-    tier: int
+    tier: int | float  # a tier index, or a split's pm share: what _C.set_tier takes
     path: str
     weights: Weights | None  # None: not metered
     leaf: bool
@@ -102,7 +103,7 @@ class _Call(NamedTuple):
 
     placed: _Placed
     frame: FrameType  # PyTorch's frame that runs the call's hooks: on the thread's stack while the call runs
-    previous_tier: int
+    previous_tier: int | float
     meter: Frame | None
 
 
@@ -125,7 +126,7 @@ def _unwind(calls: list[_Call], frame: FrameType) -> None:
         _C.set_tier(previous)
 
 
-def _load(model: torch.nn.Module, tensors: list[torch.Tensor], tier: int, loader: Loader) -> None:
+def _load(model: torch.nn.Module, tensors: list[torch.Tensor], tier: int | float, loader: Loader) -> None:
     """Make each meta tensor's data in `tier` with `loader` and put it in the meta tensor's place
     in every module that holds it (a tied Parameter stays one Parameter, shared as before)."""
     slots = [(module, kind, name) for module in model.modules() for kind in ("_parameters", "_buffers")
@@ -199,7 +200,7 @@ class Session:
         their tier by `loader`. Only storages moved out of plain memory go back there at close();
         the others (made here, or in tier memory before the session) stay in tier memory.
         """
-        owned = [(tensor, tiers.TIER_NAMES.index(placements[path].weight))
+        owned = [(tensor, placements[path].allocator_tier("weight"))
                  for path, tensors in owned_tensors(self.model).items() for tensor in tensors]
         for tier, tensors in sorted(_by_storage(owned).values(), key=lambda group: group[0] != tiers.PM):
             if tensors[0].is_meta:
@@ -222,7 +223,7 @@ class Session:
             self._meter.weight_storages = {t.untyped_storage().data_ptr() for ts in owned.values() for t in ts}
         for path, module in self.model.named_modules():
             metered = self._meter is not None and (not path or path in self.policy.nodes)
-            self._placed[id(module)] = _Placed(module, tiers.TIER_NAMES.index(placements[path].activation), path,
+            self._placed[id(module)] = _Placed(module, placements[path].allocator_tier("activation"), path,
                                                Weights.of(module, owned[path]) if metered else None,
                                                next(module.children(), None) is None)
 
@@ -367,6 +368,9 @@ def _arena_plans(arena: str, graph: TierGraph | None, policy: Policy) -> "dict[s
         raise ValueError(f"arena: expected 'dynamic' or 'planned', got {arena!r}")
     if graph is None:
         raise ValueError("arena='planned' needs graph=torch_tier.capture(model, inputs)")
+    if policy.split:
+        raise ValueError("arena='planned' lays out whole tensors, and this policy splits some between the tiers "
+                         "(format 2): use arena='dynamic'")
     if graph.fingerprint != policy.fingerprint:
         raise ValueError(f"graph of {graph.model_name!r} ({graph.fingerprint}) is not of the policy's model "
                          f"({policy.fingerprint})")

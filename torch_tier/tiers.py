@@ -178,9 +178,18 @@ def deactivate() -> None:
 
 
 def tier_of(tensor: torch.Tensor) -> str | None:
-    """'dram' or 'pm' for memory torch-tier allocated, None for any other tensor."""
+    """'dram' or 'pm' for memory torch-tier allocated, 'split' for a split block (its first
+    pages in DRAM, the rest in pm: tier_bytes says how many), None for any other tensor."""
     index = _C.tier_of(tensor)
+    if index == _C.SPLIT:
+        return "split"
     return TIER_NAMES[index] if index >= 0 else None
+
+
+def tier_bytes(tensor: torch.Tensor) -> dict[str, int]:
+    """Bytes of `tensor`'s storage in each tier: a split block's pages in each (whole 4 KiB pages),
+    a whole block's bytes in its tier; zeros for memory torch-tier did not allocate."""
+    return dict(zip(TIER_NAMES, _C.tier_bytes(tensor)))
 
 
 def stats() -> dict[str, dict[str, int]]:
