@@ -360,3 +360,26 @@ def test_a_kmem_capacity_is_refused_not_ignored():
     with pytest.raises(ValueError, match="'kmem' cannot be limited"):
         tt.enable(tt.Policy.uniform(model, "pm", "pm"), model, pm="kmem", pm_capacity=16 << 20, on_full="error")
     assert not _C.enabled()
+
+
+@needs_memkind
+def test_memkind_sessions_leaving_tensors_hit_a_named_limit_and_recover():
+    """Reported: about 480 memkind sessions each leaving one tensor alive made enable() fail with
+    jemalloc's 'arenas.create() failed'. Each session's kind lives while a block of it does: the
+    allocator holds at most 63 such backends and says so; freeing the tensors frees the kinds,
+    and hundreds of sessions later enable() still works."""
+    model, x = torch.nn.Linear(8, 8), torch.randn(2, 8)
+    policy = tt.Policy.uniform(model, "pm", "pm")
+    before = _C.live_backends()
+    kept = []
+    with pytest.raises(RuntimeError, match=r"63 backends still have live blocks; free some tensors"):
+        for _ in range(200):
+            with tt.enable(policy, model, pm="memkind:/dev/shm"):
+                kept.append(model(x))
+    assert not _C.enabled() and len(kept) == 64 - before  # DRAM's backend is one of the 64 slots
+    kept.clear()
+    assert _C.live_backends() == before
+    for _ in range(500):
+        with tt.enable(policy, model, pm="memkind:/dev/shm"):
+            kept = [model(x)]
+    assert tt.tier_of(kept[0]) == "pm"
