@@ -164,6 +164,11 @@ def _token_ids(vocab_size: int, max_len: int, batch: int, seq_len: int) -> Input
     return (torch.randint(0, vocab_size, (batch, seq_len)),)
 
 
+def _causal(model_class: type, config: Any, batch: int, seq_len: int) -> tuple[nn.Module, Inputs]:
+    """A decoder of `config` in eval mode, and random token ids within its positions."""
+    return model_class(config).eval(), _token_ids(config.vocab_size, config.max_position_embeddings, batch, seq_len)
+
+
 def bert_base(
     batch: int = 1, seq_len: int = 128, width: float = 1.0, depth: float = 1.0
 ) -> tuple[nn.Module, Inputs]:
@@ -212,8 +217,7 @@ def llama(
         max_position_embeddings=2048,
         use_cache=False,
     )
-    ids = _token_ids(config.vocab_size, config.max_position_embeddings, batch, seq_len)
-    return LlamaForCausalLM(config).eval(), ids
+    return _causal(LlamaForCausalLM, config, batch, seq_len)
 
 
 def qwen2(
@@ -240,8 +244,7 @@ def qwen2(
         tie_word_embeddings=True,
         use_cache=False,
     )
-    ids = _token_ids(config.vocab_size, config.max_position_embeddings, batch, seq_len)
-    return Qwen2ForCausalLM(config).eval(), ids
+    return _causal(Qwen2ForCausalLM, config, batch, seq_len)
 
 
 def mistral(
@@ -267,8 +270,7 @@ def mistral(
         sliding_window=4096,
         use_cache=False,
     )
-    ids = _token_ids(config.vocab_size, config.max_position_embeddings, batch, seq_len)
-    return MistralForCausalLM(config).eval(), ids
+    return _causal(MistralForCausalLM, config, batch, seq_len)
 
 
 def causal_lm(path: str, batch: int = 1, seq_len: int = 128) -> tuple[nn.Module, Inputs]:
