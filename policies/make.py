@@ -3,6 +3,11 @@
     nice python policies/make.py                       # all models, both budgets
     nice python policies/make.py gpt2 llama --budgets 25%
     nice python policies/make.py --measure-limit 0     # skip timing (metadata says so)
+    nice python policies/make.py llama qwen2 --budgets 25% --generate 16   # decode policies
+
+With --generate N the graph is a whole greedy generate call of N new tokens over the zoo's
+default prompt (capture(..., generate=N)), the policy is written to policies/generate/, and the
+measured latency is a generate call's, with its time to first token and decode tokens/s.
 
 Each model is built at the zoo's default (full published) size, captured once, and trained with
 the cost model as fitness (2000 evaluations, population 20, seed 0, one torch thread), so a run is
@@ -26,6 +31,7 @@ import torch
 
 import torch_tier
 from torch_tier import baselines, comparison, zoo
+from torch_tier.cost_model import predict_generate
 
 HERE = Path(__file__).resolve().parent
 PM = "sim:optane-100"
@@ -34,15 +40,15 @@ BUDGETS = ("25%", "50%")
 TRAINER = {"fitness": "model", "evaluations": 2000, "population": 20, "seed": 0}
 
 
-def path_for(model: str, budget: str) -> Path:
-    """policies/MODEL-PCT.json, e.g. policies/resnet50-25.json."""
-    return HERE / f"{model}-{budget.rstrip('%')}.json"
+def path_for(model: str, budget: str, generate: int | None = None) -> Path:
+    """policies/MODEL-PCT.json, e.g. policies/resnet50-25.json; decode policies in policies/generate/."""
+    return (HERE / "generate" if generate else HERE) / f"{model}-{budget.rstrip('%')}.json"
 
 
-def make(name: str, budgets: list[str], repeats: int, measure_limit: float) -> None:
+def make(name: str, budgets: list[str], repeats: int, measure_limit: float, generate: int | None = None) -> None:
     t0 = time.perf_counter()
     work = zoo.build(name)
-    graph = torch_tier.capture(work.model, work.inputs, name=name)
+    graph = torch_tier.capture(work.model, work.inputs, name=name, generate=generate)
     all_dram = graph.footprint(graph.policy())["dram"]
     print(f"{name}: built and captured in {time.perf_counter() - t0:.1f} s; {len(graph.nodes)} nodes, "
           f"all-DRAM footprint {all_dram / 2**20:.1f} MiB", flush=True)
@@ -69,18 +75,29 @@ def make(name: str, budgets: list[str], repeats: int, measure_limit: float) -> N
             environment={"torch": torch.__version__, "python": platform.python_version(),
                          "machine": platform.machine()},
         )
+        if generate:
+            figures = predict_generate(graph, policy, DEVICE)
+            meta.update(generate=generate, prompt_tokens=graph.generation.prompt_tokens,
+                        kv_bytes_largest=graph.kv_bytes()[-1], predicted_first_token=figures.first_token,
+                        predicted_tokens_per_s=figures.decode_tokens_per_s)
         expected = meta["predicted_latency"] * (repeats + 1)
         if expected > measure_limit:
             meta.update(measured_latency=None, measured_samples=[],
                         measured_note=f"not measured: {repeats + 1} runs were predicted to take {expected:.0f} s, "
                                       f"over the {measure_limit:.0f} s limit of policies/make.py")
         else:
-            timing = torch_tier.measure(work.model, work.inputs, policy, pm=PM, repeats=repeats, warmup=1)
+            timing = torch_tier.measure(work.model, work.inputs, policy, pm=PM, repeats=repeats, warmup=1,
+                                        generate=generate)
             meta.update(measured_latency=timing.median, measured_samples=list(timing.samples),
                         measured_spread=timing.spread,
-                        measured_note=f"median of {repeats} timed inferences after 1 warm-up on {PM}, "
+                        measured_note=f"median of {repeats} timed {'generate calls' if generate else 'inferences'} "
+                                      f"after 1 warm-up on {PM} (the cost model plus noise: a built-in profile), "
                                       f"{torch.get_num_threads()} torch thread(s)")
-        out = path_for(name, fraction)
+            if generate:
+                meta.update(measured_first_token=timing.time_to_first_token,
+                            measured_tokens_per_s=timing.decode_tokens_per_s)
+        out = path_for(name, fraction, generate)
+        out.parent.mkdir(exist_ok=True)
         policy.save(out)
         measured = meta["measured_latency"]
         print(f"  {out.name}: budget {budget / 2**20:.1f} MiB, DRAM {footprint['dram'] / 2**20:.1f} MiB, "
@@ -95,13 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     forward = [name for name in zoo.names() if name not in zoo.GENERATION]
     parser.add_argument("models", nargs="*", default=forward, help=f"default: all ({', '.join(forward)})")
     parser.add_argument("--budgets", nargs="+", default=list(BUDGETS))
+    parser.add_argument("--evaluations", type=int, default=TRAINER["evaluations"],
+                        help=f"trainer evaluations (default {TRAINER['evaluations']}; a 0.5 B model's generate "
+                             f"graph costs seconds an evaluation here)")
+    parser.add_argument("--generate", type=int, metavar="N",
+                        help="decode policies: place a generate call of N new tokens (policies/generate/)")
     parser.add_argument("--repeats", type=int, default=3, help="timed inferences per policy (default 3)")
     parser.add_argument("--measure-limit", type=float, default=120.0, metavar="S",
                         help="skip timing a policy whose runs are predicted to take longer (default 120 s)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    TRAINER["evaluations"] = args.evaluations
     for name in args.models:
-        make(name, args.budgets, args.repeats, args.measure_limit)
+        make(name, args.budgets, args.repeats, args.measure_limit, args.generate)
     print(json.dumps({"written": sorted(p.name for p in HERE.glob("*.json"))}))
     return 0
 
