@@ -2,6 +2,7 @@
 generate graphs through the baselines, the trainer and the CLI, on small decoders of the zoo."""
 
 import functools
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,3 +196,31 @@ def test_trainer_workers_time_whole_generate_calls(one_thread):
             fastest[run] = min(judge.compare({"all-dram": PlacementSpace(graph).all_in(0)}, 2)["all-dram"])
     # a generate call of five tokens is five forwards, the first over the whole prompt
     assert fastest["generate"] > 2 * fastest["forward"], fastest
+
+
+DECODE_POLICIES = sorted((Path(__file__).resolve().parents[1] / "policies" / "generate").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", DECODE_POLICIES, ids=[p.stem for p in DECODE_POLICIES])
+def test_shipped_decode_policy(path):
+    """policies/generate/*.json (policies/make.py --generate): a generate call's placement within its budget,
+    predicted no slower than the OS's placements of the same call."""
+    policy = torch_tier.Policy.load(path)
+    meta = policy.metadata
+    name, pct = path.stem.rsplit("-", 1)
+    assert meta["model"] == name and meta["budget"] == f"{pct}%" and meta["generate"] > 1
+    assert 0 < meta["dram_bytes"] <= meta["budget_bytes"] == meta["dram_budget"]
+    assert abs(meta["budget_bytes"] - meta["all_dram_bytes"] * int(pct) / 100) <= 1
+    assert meta["kv_bytes_largest"] > 0 and meta["predicted_tokens_per_s"] > 0
+    predicted = meta["predicted_baselines"]
+    assert predicted["trained"] <= min(predicted["first-touch"], predicted["interleave"])
+
+
+def test_shipped_decode_policies_are_for_the_zoos_llama_and_qwen2():
+    assert {p.stem for p in DECODE_POLICIES} >= {"llama-25", "qwen2-25"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", DECODE_POLICIES, ids=[p.stem for p in DECODE_POLICIES])
+def test_shipped_decode_policy_matches_its_zoo_model(path):
+    torch_tier.Policy.load(path).check(zoo.build(path.stem.rsplit("-", 1)[0]).model)
