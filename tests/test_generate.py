@@ -224,3 +224,10 @@ def test_shipped_decode_policies_are_for_the_zoos_llama_and_qwen2():
 @pytest.mark.parametrize("path", DECODE_POLICIES, ids=[p.stem for p in DECODE_POLICIES])
 def test_shipped_decode_policy_matches_its_zoo_model(path):
     torch_tier.Policy.load(path).check(zoo.build(path.stem.rsplit("-", 1)[0]).model)
+
+
+def test_train_captures_a_generate_call_itself():
+    work = zoo.build("qwen2", **SMALL["qwen2"])
+    result = torch_tier.train(work.model, work.inputs, generate=3, evaluations=20, population=10, seed=0,
+                              progress=False)
+    assert result.graph.generation.new_tokens == 3 and len(result.graph.kv_bytes()) == 3
