@@ -223,9 +223,9 @@ def test_capture_within_a_dram_limit_leaves_the_weights_where_they_were():
     assert tt.stats()["dram"]["peak_bytes"] - base <= limit
     assert all(tt.tier_of(p) is None and torch.equal(p, v) for p, v in zip(model.parameters(), values))
     assert all(node.dram_time > 0 for node in graph.nodes if node.weight_bytes)
-    assert graph.metadata["timing"]["in_place"] == ()
+    assert graph.metadata["timing"]["in_place"] == []
     small = capture(model, x, repeats=1, dram_limit=200_000)  # under one layer's 263,168 bytes
-    assert small.metadata["timing"]["in_place"] == tuple(str(i) for i in range(6))
+    assert small.metadata["timing"]["in_place"] == [str(i) for i in range(6)]
 
 
 # --- errors -------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_a_budget_below_the_largest_node_times_it_in_pm(small):
     with pretrained.from_pretrained(directory, dram_budget=budget, pm="sim:cxl", inputs=expected["ids"],
                                     capture_options={"repeats": 1}) as session:
         assert torch.equal(generate(session.model, expected["ids"]), expected["tokens"])
-        assert session.policy.metadata["capture"]["timing"]["in_place"] == ("model.embed_tokens",)
+        assert session.policy.metadata["capture"]["timing"]["in_place"] == ["model.embed_tokens"]
         assert session.policy.metadata["device"] == "cxl"  # the profile the sim tier runs
         assert tt.tier_of(session.model.model.embed_tokens.weight) == "pm"
     assert tt.stats()["dram"]["peak_bytes"] - base <= budget + kv_cache_bytes(SMALL)

@@ -426,6 +426,7 @@ def capture(model: torch.nn.Module, example_inputs: Any, name: str = "", repeats
         events=end,
         base_time=timing.median,
         metadata={"inputs": [list(t.shape) for t in inputs if torch.is_tensor(t)], "repeats": timing.repeats,
-                  "timing": {**asdict(timing), "interval": list(timing.interval), "clock": timed_on}},
+                  "timing": {**asdict(timing), "interval": list(timing.interval), "in_place": list(timing.in_place),
+                             "clock": timed_on}},
         generation=generation,
     )
