@@ -168,8 +168,10 @@ class Session:
         self._meter = Meter(device, recorder) if device is not None or recorder is not None else None
         self._moved: dict[int, torch.Tensor] = {}  # id -> each parameter and buffer moved out of plain memory
         self._placed: dict[int, _Placed] = {}  # id(module) -> every module of the model
-        self._threads: dict[int, list[_Call]] = {}  # thread ident -> its calls in progress, outermost first
-        self._local = threading.local()
+        # Thread ident -> its calls in progress, outermost first. A dict, not a threading.local: the
+        # calls hold frames, and CPython 3.11 can deadlock freeing a threading.local whose values
+        # lead to freeing another one (the Session's, through a frame's reference to its hook).
+        self._threads: dict[int, list[_Call]] = {}
         self._planned = bool(arena_plans)
         self._hooks: list[Any] = []
         self._closing = False  # close() is waiting for other threads' forwards
@@ -228,12 +230,9 @@ class Session:
                                                next(module.children(), None) is None)
 
     def _calls(self) -> list[_Call]:
-        """The calling thread's calls in progress (registered, so that close() sees them)."""
-        calls = self._local.__dict__.get("calls")
-        if calls is None:
-            calls = self._local.calls = []
-            self._threads[threading.get_ident()] = calls
-        return calls
+        """The calling thread's calls in progress (a thread whose ident an exited one had takes
+        over its list, and its next hook drops what that one left)."""
+        return self._threads.setdefault(threading.get_ident(), [])
 
     def _enter(self, module: torch.nn.Module, _args: tuple) -> None:
         """Global pre-hook: a module of the model starts; its thread allocates in its tier."""
@@ -269,7 +268,7 @@ class Session:
         from its outer frame, the one that called the pre-hook's.
         """
         placed = self._placed.get(id(module))
-        calls = self._local.__dict__.get("calls")
+        calls = self._threads.get(threading.get_ident())
         if placed is None or placed.module is not module or not calls:
             return
         frame = sys._getframe(1)
