@@ -5,7 +5,9 @@ whatever CPU allocator is registered when it frees them, so no allocator swap, t
 any other, is safe while another thread is inside a convolution; see README, Limits).
 Allocations race with enable() and close(): each must be served by a live backend
 (the session's, or DRAM) and freed to it, outputs must stay bit-identical, and when all is freed
-every backend but DRAM is gone and the pm tier holds nothing.
+every backend but DRAM is gone and the pm tier holds nothing. With on_full="error" the workers
+may fill pm before enable() has placed the owner's weights: enable() then raises
+torch.OutOfMemoryError and leaves nothing behind, which the final check sees.
 
 The quick run is in the default set; the long one (-m slow) is what the AddressSanitizer and
 ThreadSanitizer builds run (README: Building with sanitizers).
@@ -13,6 +15,7 @@ ThreadSanitizer builds run (README: Building with sanitizers).
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -37,9 +40,10 @@ def stress(seconds: float, workers: int = 4) -> dict[str, int]:
     with torch.no_grad():
         expected = [model(x).last_hidden_state for model, x in models]
     owner = torch.nn.Linear(64, 64)  # the enabling thread's own model: sessions move its weights, not the workers'
+    owner_weights = [p.detach().clone() for p in owner.parameters()]
     stop = threading.Event()
     errors: list[BaseException] = []
-    counts = {"forwards": 0, "out_of_memory": 0, "sessions": 0}
+    counts = {"forwards": 0, "out_of_memory": 0, "sessions": 0, "refused": 0}
     lock = threading.Lock()
 
     def work(index: int) -> None:
@@ -71,18 +75,27 @@ def stress(seconds: float, workers: int = 4) -> dict[str, int]:
         while time.monotonic() < deadline and not errors:
             pm, on_full = specs[counts["sessions"] % len(specs)]
             capacity = "16MiB" if pm.startswith("memkind") else 256 << 10  # fills: a worker's forward needs ~300 KiB
-            with tt.enable(tt.Policy.uniform(owner, "pm", "pm"), owner, pm=pm, pm_capacity=capacity, on_full=on_full):
-                time.sleep(0.005)
+            try:
+                with tt.enable(tt.Policy.uniform(owner, "pm", "pm"), owner, pm=pm, pm_capacity=capacity,
+                               on_full=on_full):
+                    time.sleep(0.005)
+            except torch.OutOfMemoryError:
+                if on_full != "error":
+                    raise
+                counts["refused"] += 1  # the workers filled pm before the owner's weights got there
             counts["sessions"] += 1
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert not errors, errors
+    for p, before in zip(owner.parameters(), owner_weights):  # back from every session, refused ones too
+        assert torch.equal(p, before) and _C.tier_of(p) != tiers.PM
     return counts
 
 
 def check_all_freed(pm_before: int, backends_before: int) -> None:
+    gc.collect()  # blocks held only by reference cycles (garbage not yet collected) are no leak
     assert _C.live_backends() == backends_before
     assert tt.stats()["pm"]["live_bytes"] == pm_before
 
