@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from torch_tier import baselines, zoo
+from torch_tier import baselines, clocks, zoo
 from torch_tier.cost_model import GenerateFigures, predict_generate
 from torch_tier.graph import TierGraph
 from torch_tier.graph_capture import capture
@@ -108,6 +108,18 @@ def os_placements(graph: TierGraph, limit: int) -> dict[str, Policy]:
     return _OS[key]
 
 
+def optimal(graph: TierGraph, limit: int, device: str) -> Policy:
+    """baselines.optimal at `limit`, or, where HiGHS's placements stay a few bytes over it (its
+    tolerances on a budget of hundreds of MiB), at 1 MiB less (said in the policy's metadata)."""
+    try:
+        return baselines.optimal(graph, limit, device)
+    except RuntimeError as err:
+        _log(f"  {err}: solved at 1 MiB less")
+        policy = baselines.optimal(graph, limit - 2**20, device)
+        policy.metadata["solved_below_budget"] = 2**20
+        return policy
+
+
 def placements(model: torch.nn.Module, inputs: tuple, graph: TierGraph, budget: str, device: str,
                evaluations: int) -> dict[str, Policy]:
     """Every placement at `budget` on `device`; trained only when `evaluations` (memory mode comes later)."""
@@ -116,7 +128,7 @@ def placements(model: torch.nn.Module, inputs: tuple, graph: TierGraph, budget: 
     found = {"all-dram": baselines.all_dram(graph, device=device), "all-pm": baselines.all_pm(graph, limit, device),
              **os_placements(graph, limit),
              "weighted interleave": baselines.weighted_interleave(graph, limit, device),
-             SINGLE: baselines.optimal(prefill, limit, device), DECODE: baselines.optimal(graph, limit, device)}
+             SINGLE: optimal(prefill, limit, device), DECODE: optimal(graph, limit, device)}
     if evaluations:
         found[TRAINED] = train(model, inputs, dram_budget=limit, pm=f"sim:{device}", fitness="model",
                                evaluations=evaluations, population=10, seed=0, progress=False, graph=graph,
@@ -142,12 +154,14 @@ def memory_mode(graph: TierGraph, limit: int, dram: Entry, pm: Entry) -> Entry:
 
 
 def time_side_by_side(model: torch.nn.Module, inputs: tuple, case: Case, rounds: int,
-                      only: tuple[str, ...] | None = None) -> None:
-    """Time every distinct runnable placement of `case` (those named in `only`, when given) once per
-    round, one generate call each."""
+                      only: tuple[str, ...] | None = None, budgets: list[str] | None = None) -> None:
+    """Time every distinct runnable placement of `case` (those named in `only`, at `budgets`, when
+    given) once per round, one generate call each."""
     distinct: dict[bytes, list[Entry]] = {}
     policies: dict[bytes, Policy] = {}
-    for named in case.entries.values():
+    for budget, named in case.entries.items():
+        if budgets is not None and budget not in budgets:
+            continue
         for name, entry in named.items():
             if entry.policy is None or entry.note == UNTIMED or (only is not None and name not in only):
                 continue
@@ -169,7 +183,8 @@ def time_side_by_side(model: torch.nn.Module, inputs: tuple, case: Case, rounds:
 
 
 def run_case(model: torch.nn.Module, inputs: tuple, graph: TierGraph, name: str, device: str, budgets: list[str],
-             evaluations: dict[str, int], rounds: int, only: tuple[str, ...] | None = None) -> Case:
+             evaluations: dict[str, int], rounds: int, only: tuple[str, ...] | None = None,
+             timed_budgets: list[str] | None = None) -> Case:
     """Place at every budget (trained where `evaluations` names the budget), then time side by side."""
     case = Case(name, int(inputs[0].shape[-1]), device, graph)
     for budget in budgets:
@@ -185,7 +200,7 @@ def run_case(model: torch.nn.Module, inputs: tuple, graph: TierGraph, name: str,
         case.entries[budget] = entries
         _log(f"  {name} prompt {case.prompt} {device} {budget}: placed in {time.perf_counter() - start:.0f} s")
     if rounds:
-        time_side_by_side(model, inputs, case, rounds, only)
+        time_side_by_side(model, inputs, case, rounds, only, timed_budgets)
     for budget, entries in case.entries.items():
         limit = baselines.dram_budget(graph, budget)
         entries[MEMORY] = memory_mode(graph, limit, entries["all-dram"], entries["all-pm"])
@@ -229,6 +244,8 @@ def verdict(case: Case, budget: str) -> str:
             m = e.measured()
             return m[1] if m else None
         mine = tps(ours)
+        if mine is None:
+            continue
         rivals = {n: tps(e) for n, e in entries.items() if n not in (DECODE, "all-dram") and e.within
                   and tps(e) is not None}
         faster = [n for n, v in rivals.items() if v > mine]
@@ -237,13 +254,13 @@ def verdict(case: Case, budget: str) -> str:
                      + (f"faster within the budget: {', '.join(faster)}; " if faster else
                         "no placement within the budget is faster; ")
                      + ", ".join(f"{g:+.1%} over {n}" for n, g in gains.items()))
-    return "; ".join(lines)
+    return "; ".join(lines) or "not timed"
 
 
 def report(cases: list[Case], args: argparse.Namespace, seconds: float) -> str:
     lines = ["# Generation under a DRAM budget (benchmarks/generate.py)", "",
              f"Greedy generate calls of {args.new_tokens} new tokens, {args.threads} torch thread(s), random "
-             f"weights; "
+             f"weights, every capture and timed run on the {args.clock} clock; "
              f"{args.rounds} side-by-side rounds, one generate call per placement per round, in an order "
              f"reversed every other round; prompts over 100 tokens: {args.long_rounds} round on sim:"
              f"{args.long_device} only, of {', '.join(LONG_TIMED)} only (a 1k-token prefill of a 0.5 B model "
@@ -310,8 +327,12 @@ def plot(cases: list[Case], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small models, one device, results/tmp")
+    parser.add_argument("--out", type=Path, help="folder for generate.md and .png (default results, or results/tmp)")
     parser.add_argument("--new-tokens", type=int, default=6, help="tokens per generate call (default 6)")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--clock", default="cpu", choices=clocks.CLOCKS,
+                        help="what captures and timed runs read (default cpu: this thread's CPU time, steady on "
+                             "a machine shared with other jobs; needs one thread)")
     parser.add_argument("--prompts", default="32,1024", help="prompt lengths (default 32,1024)")
     parser.add_argument("--long-budgets", default="25%", help="budgets for prompts over 100 tokens (default 25%%)")
     parser.add_argument("--evaluations", type=int, default=10,
@@ -323,19 +344,31 @@ def main() -> int:
                         help="side-by-side rounds for prompts over 100 tokens (default 1: a 1k-token prefill of a "
                              "0.5 B model takes half a minute here), on --long-device only, of LONG_TIMED only")
     parser.add_argument("--long-device", default="cxl", help="the device long prompts are timed on (default cxl)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"default {','.join(MODELS)}")
+    parser.add_argument("--devices", default=",".join(DEVICES), help=f"default {','.join(DEVICES)}")
+    parser.add_argument("--budgets", default=",".join(BUDGETS), help=f"short prompts' budgets (default "
+                                                                    f"{','.join(BUDGETS)})")
+    parser.add_argument("--timed-budgets", help="time only the placements at these budgets (default all)")
     parser.add_argument("--long-models", default="llama-0.55b", help="models run with long prompts (default "
                                                                      "llama-0.55b)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    with clocks.use(args.clock):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every case of `args`, each written to generate.md as it ends."""
     models = QUICK_MODELS if args.quick else MODELS
-    out = RESULTS / "tmp" if args.quick else RESULTS
+    out = args.out or (RESULTS / "tmp" if args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     cases = []
     prompts = sorted(int(p) for p in args.prompts.split(","))  # the short prompts' cases first
     for prompt in prompts:
         for name, (zoo_name, size) in models.items():
-            if prompt > 100 and not args.quick and name not in args.long_models.split(","):
+            if not args.quick and (name not in args.models.split(",") or
+                                   prompt > 100 and name not in args.long_models.split(",")):
                 continue
             work = zoo.build(zoo_name, seq_len=prompt, **size)
             params = sum(p.numel() for p in work.model.parameters())
@@ -343,12 +376,13 @@ def main() -> int:
             long = prompt > 100
             graph = capture(work.model, work.inputs, name=name, repeats=1 if long else 2, max_repeats=3,
                             generate=args.new_tokens)
-            budgets = args.long_budgets.split(",") if long else list(BUDGETS)
+            budgets = args.long_budgets.split(",") if long else args.budgets.split(",")
             evaluations = {} if long else {b: args.evaluations for b in args.trained_budgets.split(",")}
-            for device in DEVICES[:1] if args.quick else DEVICES:
+            for device in DEVICES[:1] if args.quick else args.devices.split(","):
                 rounds = (args.long_rounds if device == args.long_device else 0) if long else args.rounds
                 cases.append(run_case(work.model, work.inputs, graph, name, device, budgets, evaluations, rounds,
-                                      LONG_TIMED if long else None))
+                                      LONG_TIMED if long else None,
+                                      args.timed_budgets.split(",") if args.timed_budgets else None))
                 (out / "generate.md").write_text(report(cases, args, time.perf_counter() - start) + "\n")
                 if not long:
                     plot([c for c in cases if c.prompt <= 100], out / "generate.png")
