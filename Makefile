@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 EXT_SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h') setup.py pyproject.toml
 
-.PHONY: setup demo test test-all bench clean memkind
+.PHONY: setup demo test test-all test-sanitizers bench clean memkind
 
 setup: memkind $(VENV)/.built
 
@@ -47,6 +47,13 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -m ''
+
+# The allocator's stress test under AddressSanitizer, then ThreadSanitizer, each on an
+# instrumented copy of the extension built in a temporary directory (README: Building with
+# sanitizers). Not part of `test`: see there for why.
+test-sanitizers: setup
+	PYTHON=$(PY) tests/sanitizers/run.sh address
+	PYTHON=$(PY) tests/sanitizers/run.sh thread
 
 bench: setup
 	$(PY) benchmarks/overhead.py
