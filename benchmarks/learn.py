@@ -10,12 +10,15 @@ placements are found and then timed side by side on that device:
 - optimal on the *calibrated* model: calibrate_device's fit to at most
   `--probes` + `--holdout` timed runs on the device, then the exact optimum;
 - trained: the ERL trainer with measured fitness on the device, at most
-  `--evaluations` timed runs, seeded (baselines in the first population)
-  and unseeded (random chromosomes only);
+  `--evaluations` timed runs, seeded (started from optimal(assumed), the
+  first incumbent, with the baselines in the first population) and
+  unseeded (random chromosomes only);
 - best known: the best of all of these and of an offline analysis
   (sequential linearisation of the device model over the graph's traffic,
   torch_tier.traffic.graph_traffic): what is known to be reachable.
 
+Every timing reads `--clock` (torch_tier.clocks), by default the timing
+thread's CPU time, which other jobs on a shared machine leave steady.
 Timing is paired: `--rounds` rounds, each timing every placement once in a
 shuffled order (`--repeats` forwards after a warm-up); each placement's
 figure is the median over rounds of its time over optimal(assumed)'s in the
@@ -47,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_tier import baselines, devices, placement, zoo
+from torch_tier import baselines, clocks, devices, placement, zoo
 from torch_tier.calibrate import calibrate_device
 from torch_tier.cost_model import GraphCosts
 from torch_tier.graph import TierGraph
@@ -147,11 +150,13 @@ def run_case(workload: str, device: str, model: torch.nn.Module, inputs: tuple, 
     case.found["optimal (calibrated)"] = as_array(baselines.optimal(graph, args.budget,
                                                                    costs=report.calibration.costs))
     case.runs["optimal (calibrated)"] = args.probes + args.holdout
+    planned = baselines.optimal(graph, args.budget, ASSUMED)
     for label, seeded in (("trained (seeded)", True), ("trained (unseeded)", False)):
         say(f"  {label}: up to {args.evaluations} timed runs on {pm} ...")
         result = train(model, inputs, dram_budget=args.budget, pm=pm, fitness="measured", graph=graph,
-                       device=ASSUMED, progress=False, config=TrainConfig(
-                           evaluations=args.evaluations, seed=0, seed_baselines=seeded, repeats=args.repeats))
+                       device=ASSUMED, progress=False, start=planned if seeded else None, config=TrainConfig(
+                           evaluations=args.evaluations, seed=0, seed_baselines=seeded, repeats=args.repeats,
+                           clock=args.clock))
         case.found[label] = as_array(result.policy)
         case.runs[label] = result.history[-1].evaluations if result.history else 0
     model_fn = devices.device_model(device)
@@ -173,7 +178,8 @@ def ablation(workload: str, device: str, model: torch.nn.Module, inputs: tuple, 
         out[name] = []
         for seed in range(args.seeds):
             say(f"  ablation {name}, seed {seed} ...")
-            config = replace(TrainConfig(evaluations=args.evaluations, seed=seed, repeats=args.repeats), **switches)
+            config = replace(TrainConfig(evaluations=args.evaluations, seed=seed, repeats=args.repeats,
+                                         clock=args.clock), **switches)
             result = train(model, inputs, dram_budget=args.budget, pm=pm, fitness="measured", graph=graph,
                            device=ASSUMED, progress=False, config=config)
             found = {"trained": placement.to_array(graph, result.policy), "optimal (assumed)": reference}
@@ -235,7 +241,9 @@ def main() -> int:
     parser.add_argument("--holdout", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3, help="forwards per timed run (default 3)")
     parser.add_argument("--rounds", type=int, default=10, help="side-by-side rounds (default 10)")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per ablation configuration (default 2)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per ablation configuration (default 2; 0: no ablation)")
+    parser.add_argument("--clock", choices=clocks.CLOCKS, default="cpu",
+                        help="what every timing reads (torch_tier.clocks; default cpu: steady on a shared machine)")
     args = parser.parse_args()
     out = RESULTS
     if args.quick:
@@ -244,6 +252,11 @@ def main() -> int:
         out = RESULTS / "tmp"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    with clocks.use(args.clock):
+        return run(args, out)
+
+
+def run(args: argparse.Namespace, out: Path) -> int:
     started = time.time()
     cases: list[Case] = []
     workloads = {}
@@ -255,16 +268,26 @@ def main() -> int:
         for device in args.devices.split(","):
             say(f"{workload} on sim:{device}")
             cases.append(run_case(workload, device, *workloads[workload], args))
+            write(out, report(args, cases, started))  # a run cut short keeps its finished cases
     furthest = min(cases, key=lambda c: min(m.median for n, m in c.ratios.items() if n != "all-dram"))
     say(f"ablation on {furthest.workload} / {furthest.device} ...")
-    ablated = ablation(furthest.workload, furthest.device, *workloads[furthest.workload], args)
+    ablated = ablation(furthest.workload, furthest.device, *workloads[furthest.workload], args) if args.seeds else {}
+    lines = report(args, cases, started) + ablation_table(args, furthest, ablated)
+    write(out, lines)
+    plot(cases, out / "learn.png")
+    print("\n".join(lines))
+    return 0
+
+
+def report(args: argparse.Namespace, cases: list[Case], started: float) -> list[str]:
+    """The results file's header and a table per case."""
     lines = ["# Measured search against the model-based placement, on emulated devices the model does not describe",
              "",
              f"{time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} intra-op thread, torch {torch.__version__}, "
              f"budget {args.budget} of each model's all-DRAM footprint, assumed profile `{ASSUMED}`, "
              f"{args.evaluations} timed runs per training ({args.repeats} forwards each), calibration "
              f"{args.probes} + {args.holdout} timed runs, {args.rounds} paired rounds; "
-             f"{(time.time() - started) / 60:.0f} min in all. `python benchmarks/learn.py`.",
+             f"{args.clock} clock; {(time.time() - started) / 60:.0f} min so far. `python benchmarks/learn.py`.",
              "",
              "Each device is an emulation (torch_tier.device_models): the \"measured\" times are the device "
              "model's delay spun on real forwards, evidence about search against a device the planner does not "
@@ -272,16 +295,21 @@ def main() -> int:
              "below 1 is faster.", ""]
     for case in cases:
         lines += case_table(case)
-    lines += [f"## Ablation on {furthest.workload} / `sim:{furthest.device}`", "",
-              f"{args.seeds} seeds each, {args.evaluations} timed runs each; time / optimal(assumed), paired.", "",
-              "| configuration | per seed | median over seeds |", "|---|---|---|"]
+    return lines
+
+
+def ablation_table(args: argparse.Namespace, case: Case, ablated: dict[str, list[Measurement]]) -> list[str]:
+    lines = [f"## Ablation on {case.workload} / `sim:{case.device}`", "",
+             f"{args.seeds} seeds each, {args.evaluations} timed runs each; time / optimal(assumed), paired.", "",
+             "| configuration | per seed | median over seeds |", "|---|---|---|"]
     for name, results in ablated.items():
         lines.append(f"| {name} | {', '.join(interval(m) for m in results)} | "
                      f"{statistics.median(m.median for m in results):.3f} |")
+    return lines
+
+
+def write(out: Path, lines: list[str]) -> None:
     (out / "learn.md").write_text("\n".join(lines) + "\n")
-    plot(cases, out / "learn.png")
-    print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":
