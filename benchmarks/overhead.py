@@ -11,21 +11,25 @@ Prints, measured in one run on this machine:
    every tensor on memkind's PMEM kind in /dev/shm (tmpfs: the same DRAM), modes interleaved
    round by round in a shuffled order, so that drift on a shared machine hits all alike.
 
+   With --clock cpu (and --threads 1) timed on the thread's CPU time, which other jobs on a
+   shared machine do not stretch; page faults per forward (getrusage) beside each mode.
+
 Usage: python benchmarks/overhead.py [--rounds 5] [--quick] [--only alloc,planned,e2e]
+       [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import resource
 import statistics
-import time
 from functools import partial
 
 import torch
 
 import torch_tier as tt
-from torch_tier import _C, memkind, tiers, zoo
+from torch_tier import _C, clocks, memkind, tiers, zoo
 
 SIZES = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20, 16 << 20, 64 << 20]
 LIVE = [1, 10_000]
@@ -93,13 +97,21 @@ def planned_table(rounds: int) -> list[str]:
     return rows
 
 
-def time_forward(model: torch.nn.Module, inputs: tuple, repeats: int) -> float:
+def page_faults() -> int:
+    """Minor and major page faults of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt
+
+
+def time_forward(model: torch.nn.Module, inputs: tuple, repeats: int) -> tuple[float, float]:
+    """Seconds per forward on this thread's clock (torch_tier.clocks), and page faults per forward."""
     with torch.no_grad():
         model(*inputs)  # warm-up
-        start = time.perf_counter()
+        faults, start = page_faults(), clocks.now()
         for _ in range(repeats):
             model(*inputs)
-    return (time.perf_counter() - start) / repeats
+        seconds = clocks.now() - start
+    return seconds / repeats, (page_faults() - faults) / repeats
 
 
 def latency_rows(name: str, workload: zoo.Workload, rounds: int, repeats: int) -> list[str]:
@@ -111,17 +123,20 @@ def latency_rows(name: str, workload: zoo.Workload, rounds: int, repeats: int) -
     if memkind.available():
         modes["all memkind:/dev/shm"] = ("pm", "memkind:/dev/shm")
     samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    faults: dict[str, list[float]] = {mode: [] for mode in modes}
     order = list(modes.items())
     shuffle = random.Random(0).shuffle
     for _ in range(rounds):
         shuffle(order)  # no mode always runs first or last in a round
         for mode, setting in order:
             if setting is None:
-                samples[mode].append(time_forward(model, inputs, repeats))
-                continue
-            tier, pm = setting
-            with tt.enable(tt.Policy.uniform(model, tier, tier), model, pm=pm):
-                samples[mode].append(time_forward(model, inputs, repeats))
+                seconds, per_forward = time_forward(model, inputs, repeats)
+            else:
+                tier, pm = setting
+                with tt.enable(tt.Policy.uniform(model, tier, tier), model, pm=pm):
+                    seconds, per_forward = time_forward(model, inputs, repeats)
+            samples[mode].append(seconds)
+            faults[mode].append(per_forward)
     off = statistics.median(samples["plugin off"])
     dram = statistics.median(samples[f"all-DRAM policy (pm={plain})"])
     rows = []
@@ -130,7 +145,7 @@ def latency_rows(name: str, workload: zoo.Workload, rounds: int, repeats: int) -
         low, _, high = statistics.quantiles(values, n=4) if len(values) > 1 else (median, median, median)
         spread = (high - low) / 2 / median * 100  # half the interquartile range: a busy machine's outliers aside
         rows.append(f"| {name} | {mode} | {median * 1e3:.1f} | ±{spread:.1f}% | {median / off - 1:+.1%} | "
-                    f"{median / dram - 1:+.1%} |")
+                    f"{median / dram - 1:+.1%} | {statistics.mean(faults[mode]):.1f} |")
     return rows
 
 
@@ -140,6 +155,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small models, one thread, few rounds (a smoke run)")
     parser.add_argument("--only", default="alloc,planned,e2e", help="sections to run (comma-separated)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads for the end-to-end runs (0: torch's)")
+    parser.add_argument("--clock", choices=clocks.CLOCKS, default="wall",
+                        help="the end-to-end runs' clock: wall time, or the thread's CPU time (needs --threads 1)")
     parser.add_argument("--skip", default="", help="allocate+free columns to leave out (comma-separated last words, "
                         "e.g. memkind)")
     args = parser.parse_args()
@@ -159,12 +176,15 @@ def main() -> None:
         size = {"width": 0.25, "depth": 0.25} if args.quick else {}
         image = {"image_size": 64} if args.quick else {}
         print("\n## inference latency (median over rounds)\n")
-        print("| model | mode | ms | ±IQR/2 | vs off | vs all-DRAM |\n|---|---|---:|---:|---:|---:|")
+        print(f"on the {args.clock} clock\n")
+        print("| model | mode | ms | ±IQR/2 | vs off | vs all-DRAM | page faults per forward |\n"
+              "|---|---|---:|---:|---:|---:|---:|")
         for name, workload, repeats in (
             ("resnet50", zoo.build("resnet50", **size, **image), 3),
             ("bert-base", zoo.build("bert-base", **size), 3),
         ):
-            print("\n".join(latency_rows(name, workload, rounds, repeats)), flush=True)
+            with clocks.use(args.clock):
+                print("\n".join(latency_rows(name, workload, rounds, repeats)), flush=True)
 
 
 if __name__ == "__main__":
