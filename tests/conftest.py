@@ -55,3 +55,14 @@ def cnn():
 @pytest.fixture
 def bert():
     return small_bert()
+
+
+@pytest.fixture
+def registered():
+    """Device models registered by a test are forgotten after it."""
+    from torch_tier import devices
+
+    before = dict(devices._registered)
+    yield
+    devices._registered.clear()
+    devices._registered.update(before)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import torch_tier as tt
-from torch_tier import clocks, devices
+from torch_tier import clocks
 from torch_tier.trainer.config import TrainConfig
 from torch_tier.trainer.workers import TO_WORKER, Job, WireError, check_message
 
@@ -22,14 +22,6 @@ class Sleeper(torch.nn.Module):
     def forward(self, x):
         time.sleep(self.seconds)
         return self.linear(x)
-
-
-@pytest.fixture
-def registered():
-    before = dict(devices._registered)
-    yield
-    devices._registered.clear()
-    devices._registered.update(before)
 
 
 def test_cpu_clock_leaves_out_time_off_the_cpu(one_thread):

@@ -24,15 +24,6 @@ def recording_model(traffic: Traffic) -> float:
     return 0.0
 
 
-@pytest.fixture
-def registered():
-    """Device models registered by a test are forgotten after it."""
-    before = dict(devices._registered)
-    yield
-    devices._registered.clear()
-    devices._registered.update(before)
-
-
 def linear_model():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 64)).eval()
