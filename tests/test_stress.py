@@ -94,18 +94,19 @@ def stress(seconds: float, workers: int = 4) -> dict[str, int]:
     return counts
 
 
-def check_all_freed(pm_before: int, backends_before: int) -> None:
-    gc.collect()  # blocks held only by reference cycles (garbage not yet collected) are no leak
-    assert _C.live_backends() == backends_before
-    assert tt.stats()["pm"]["live_bytes"] == pm_before
+def live_memory() -> tuple[int, int]:
+    """pm's live bytes and the live backends, once garbage in reference cycles is collected
+    (a block held only by a cycle, from this test or an earlier one, is no leak)."""
+    gc.collect()
+    return tt.stats()["pm"]["live_bytes"], _C.live_backends()
 
 
 @pytest.mark.parametrize("seconds", [pytest.param(8.0, id="quick"),
                                      pytest.param(120.0, id="long", marks=pytest.mark.slow)])
 def test_inference_while_sessions_come_and_go(seconds):
-    pm_before, backends_before = tt.stats()["pm"]["live_bytes"], _C.live_backends()
+    before = live_memory()
     full_before = tt.stats()["pm"]["fallbacks"] + tt.stats()["pm"]["failures"]
     counts = stress(seconds)
     assert counts["sessions"] >= 10 and counts["forwards"] >= 10, counts
     assert tt.stats()["pm"]["fallbacks"] + tt.stats()["pm"]["failures"] > full_before  # pm filled up
-    check_all_freed(pm_before, backends_before)
+    assert live_memory() == before
