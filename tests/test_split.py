@@ -18,7 +18,6 @@ from torch_tier.placement import PlacementSpace, to_array
 from torch_tier.traffic import Traffic, TrafficStream, graph_traffic
 
 from conftest import small_bert, small_cnn
-from test_device_models import registered  # noqa: F401 (the fixture: device models a test registers are forgotten)
 
 BUDGETS = ["10%", "25%", "50%"]
 
