@@ -192,9 +192,11 @@ def test_trainer_workers_time_whole_generate_calls(one_thread):
     work, graph = _captured("qwen2")
     fastest = {}
     for run, job_graph in (("forward", graph.phase("prefill")), ("generate", graph)):  # the prefill: no generation
-        with measured(work.model, work.inputs, job_graph, "sim:optane-100", workers=1, repeats=1, warmup=0) as judge:
-            fastest[run] = min(judge.compare({"all-dram": PlacementSpace(graph).all_in(0)}, 2)["all-dram"])
-    # a generate call of five tokens is five forwards, the first over the whole prompt
+        with measured(work.model, work.inputs, job_graph, "sim:optane-100", workers=1, repeats=1, warmup=0,
+                      clock="cpu") as judge:  # the worker's CPU time: other jobs on the machine do not move it
+            fastest[run] = min(judge.compare({"all-dram": PlacementSpace(graph).all_in(0)}, 3)["all-dram"])
+    # a generate call of five tokens is five forwards, the first over the whole prompt (3.2x here on
+    # the CPU-time clock; the wall clock under load once made it 1.92x)
     assert fastest["generate"] > 2 * fastest["forward"], fastest
 
 
