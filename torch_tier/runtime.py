@@ -25,6 +25,7 @@ traffic costs, so wall-clock time reflects the placement.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -105,6 +106,18 @@ class _Call(NamedTuple):
     frame: FrameType  # PyTorch's frame that runs the call's hooks: on the thread's stack while the call runs
     previous_tier: int | float
     meter: Frame | None
+
+
+def _current_frames() -> dict[int, Any]:
+    """sys._current_frames() with the garbage collector off: CPython 3.11 may collect inside it while
+    holding the interpreter's head lock, and freeing a threading.local there deadlocks (seen with gdb)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _runs_within(frame: FrameType | None, caller: FrameType) -> bool:
@@ -285,7 +298,7 @@ class Session:
 
     def _threads_in_forward(self) -> int:
         """Other threads inside a call of the model now (those whose calls ended unseen not counted)."""
-        frames = sys._current_frames()
+        frames = _current_frames()
         me = threading.get_ident()
         busy = 0
         for ident, calls in list(self._threads.items()):
