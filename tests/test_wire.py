@@ -514,22 +514,24 @@ raw_bodies = (st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).
 @given(body=raw_bodies, tagged=st.booleans(), direction=st.sampled_from([wire.TO_TRAINER, wire.TO_WORKER]))
 def test_fuzz_the_trainer_never_raises_and_logs_every_rejection(fuzz_pool, body, tagged, direction):
     pool, handler = fuzz_pool
-    tag = wire.hmac.new(SECRET if tagged else b"x" * 32, direction + body, wire.hashlib.sha256).digest()
-    handler.records.clear()
-    suppressed = pool.rejections.suppressed
-    acted = pool.receive(b"\x00fuzz", [body, tag])
-    assert acted or any(r.levelno >= logging.WARNING for r in handler.records) or pool.rejections.suppressed > suppressed
+    _assert_acted_or_logged(pool, lambda frames: pool.receive(b"\x00fuzz", frames), handler, body, tagged, direction)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=raw_bodies, tagged=st.booleans(), direction=st.sampled_from([wire.TO_TRAINER, wire.TO_WORKER]))
 def test_fuzz_the_worker_never_raises_and_logs_every_rejection(fuzz_worker, body, tagged, direction):
     worker, handler = fuzz_worker
+    _assert_acted_or_logged(worker, worker.receive, handler, body, tagged, direction)
+
+
+def _assert_acted_or_logged(peer, receive, handler, body: bytes, tagged: bool, direction: bytes) -> None:
+    """`receive` (a peer's handler of [body, tag] frames) acts on the message, or its rejection is
+    logged as a warning or counted by the peer's rate-limited log."""
     tag = wire.hmac.new(SECRET if tagged else b"x" * 32, direction + body, wire.hashlib.sha256).digest()
     handler.records.clear()
-    suppressed = worker.rejections.suppressed
-    acted = worker.receive([body, tag])
-    assert acted or any(r.levelno >= logging.WARNING for r in handler.records) or worker.rejections.suppressed > suppressed
+    suppressed = peer.rejections.suppressed
+    acted = receive([body, tag])
+    assert acted or any(r.levelno >= logging.WARNING for r in handler.records) or peer.rejections.suppressed > suppressed
 
 
 class _Records(logging.Handler):
