@@ -140,6 +140,35 @@ def test_a_run_started_from_the_planners_placement_falls_from_it(case):
     assert _never_rises(search)
 
 
+def test_a_split_start_is_timed_as_given_and_whole_placements_race_it(case):
+    """The split optimum of the assumed profile (policy format 2) is the first incumbent, timed with
+    its shares; the population, seeded with its rounding, searches whole placements, and one that
+    the device makes faster takes over by a paired win. The model member's fit sees whole placements only."""
+    start = case.space.encode(baselines.optimal(case.graph, case.limit, DEVICE, split=True))
+    assert start.dtype.kind == "f" and ((start > 0) & (start < 1)).any()
+    search, _, first = case.search(start=start)
+    assert first[0] is start or np.array_equal(first[0], start)
+    assert search.history[0].best <= statistics.median(search.scores.samples[PlacementSpace.key(start)][:3])
+    champion = search.champion.placement
+    assert champion.dtype.kind == "i"  # a whole placement won
+    assert case.latency(champion) < 0.98 * case.latency(start) and case.latency(champion) < 1.01 * case.optimum
+    assert len(search.scores.timed()[0]) == len(search.scores.samples) - 1  # all but the split start
+    assert _never_rises(search)
+
+
+def test_a_split_start_that_is_the_optimum_stays_the_result(case):
+    """Where the device is the assumed profile, nothing whole beats the split optimum: it stays the
+    incumbent and the result is a split policy within the budget."""
+    exact = dataclasses.replace(case, truth=graph_costs(case.graph, DEVICE))
+    start = case.space.encode(baselines.optimal(case.graph, case.limit, DEVICE, split=True))
+    whole = case.space.encode(baselines.optimal(case.graph, case.limit, DEVICE))
+    assert exact.latency(start) < exact.latency(whole)
+    search, _, _ = exact.search(evaluations=60, start=start)
+    assert exact.latency(search.champion.placement) <= exact.latency(start) * 1.001
+    policy = search.result(interrupted=False).policy
+    assert policy.split and case.graph.footprint(policy)["dram"] <= case.limit
+
+
 def test_a_converged_population_still_times_new_placements(case):
     """Twenty members proposing one placement timed before: each gets a different neighbour never
     timed, within the budget; with neighbour_tries=0 the repeats stay (free cache hits, nothing new)."""

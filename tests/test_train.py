@@ -226,7 +226,23 @@ def test_comparison_is_timed_on_the_remote_workers_that_trained(tiny, tmp_path):
     worker.close()
     rows = {row.name: row for row in result.comparison}
     assert {"all-dram", "all-pm", "first-touch", "interleave", "memory-mode", "greedy", "optimal",
-            "trained"} <= set(rows)
+            "weighted-interleave", "page-interleave", "greedy (split)", "optimal (split)", "trained"} <= set(rows)
+    assert rows["optimal (split)"].policy.split  # split placements timed on the remote worker too
     assert all(row.measured and row.measured > 0 for row in rows.values())
     assert all(row.spread is not None for name, row in rows.items() if name != "memory-mode")  # timed, not modelled
     assert not thread.is_alive()
+
+
+def test_cli_train_starts_from_the_split_optimum(tmp_path, capsys):
+    """`--start optimal-split`: the model's own optimum with splits is the first incumbent; with
+    model fitness nothing whole beats it, so the policy written splits tensors, and the comparison
+    lists the split baselines beside it."""
+    from torch_tier import Policy
+    from torch_tier.cli import main
+
+    out = tmp_path / "split-start.json"
+    assert main(["train", "resnet50", "--size", "width=0.25", "depth=0.34", "image_size=32", "--capture-repeats",
+                 "2", "--evaluations", "40", "--population", "10", "--start", "optimal-split", "--out", str(out)]) == 0
+    policy = Policy.load(out)
+    assert policy.split and policy.metadata["comparison"]["trained"] == policy.metadata["comparison"]["optimal (split)"]
+    assert "weighted-interleave" in capsys.readouterr().out

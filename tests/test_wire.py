@@ -357,9 +357,10 @@ def test_a_worker_refuses_a_job_it_must_not_or_cannot_build(tiny, spec, reason):
 
 
 BAD_TASKS = {
-    "floats for tiers": ([[0.0, 1]], 1, "not an integer"),
-    "booleans for tiers": ([[True, 0]], 1, "not an integer"),
+    "a share above 1": ([[1.5, 0]], 1, "outside [0, 1]"),
+    "booleans for tiers": ([[True, 0]], 1, "not a number"),
     "a tier of 2": ([[2, 0]], 1, "outside [0, 1]"),
+    "text for a tier": ([["pm", 0]], 1, "not a number"),
     "three per node": ([[0, 0, 0]], 1, "expected 2"),
     "too few nodes": ([], 1, "placements of [0] [weight, activation] pairs for"),
     "zero repeats": ([[0, 0]], 0, "outside [1, 1000]"),
@@ -367,7 +368,8 @@ BAD_TASKS = {
 
 
 def test_a_worker_rejects_malformed_tasks_with_their_reason_and_keeps_serving(tiny, caplog):
-    """Before: [[0.0, 1], ...] passed the worker's check and raised TypeError inside it."""
+    """Before: [[0.0, 1], ...] passed the worker's check and raised TypeError inside it. Shares
+    between 0 and 1 are splits (a pm share per head), timed like whole tiers."""
     model, inputs = tiny
     job = _job(model, inputs)
     trainer = Trainer({"model": (model, inputs)})
@@ -389,9 +391,9 @@ def test_a_worker_rejects_malformed_tasks_with_their_reason_and_keeps_serving(ti
         trainer.send("evaluate", session="6" * 32, id=100, fingerprint=job.fingerprint,
                      placements=[[[0, 0]] * nodes], repeats=1)
         trainer.send("evaluate", session=trainer.session, id=101, fingerprint=job.fingerprint,
-                     placements=[[[0, 1]] * nodes, [[1, 0]] * nodes], repeats=2)
+                     placements=[[[0, 1]] * nodes, [[1, 0]] * nodes, [[0.5, 0.25]] * nodes], repeats=2)
         answer = trainer.recv()[1]  # the other session's task got no answer; this one is timed
-    assert answer["type"] == "result" and answer["id"] == 101 and [len(s) for s in answer["samples"]] == [2, 2]
+    assert answer["type"] == "result" and answer["id"] == 101 and [len(s) for s in answer["samples"]] == [2, 2, 2]
     assert caplog.text.count("rejected a message from the trainer") == len(BAD_TASKS) + 3
     trainer.close()
 

@@ -79,10 +79,13 @@ class Timer(Protocol):
 
 
 def placements(graph: TierGraph, budget: BudgetSpec, device: str = baselines.DEFAULT_DEVICE,
-               trained: Policy | None = None) -> dict[str, Policy]:
-    """All-DRAM (the unconstrained reference), every baseline under `budget`, and `trained` last if given."""
+               trained: Policy | None = None, split: bool = False) -> dict[str, Policy]:
+    """All-DRAM (the unconstrained reference), every baseline under `budget` (with `split`, the
+    split ones too: weighted and page interleave, greedy and optimal with splits), and `trained`
+    last if given."""
+    makers = baselines.BASELINES | (baselines.SPLIT_BASELINES if split else {})
     found = {"all-dram": baselines.all_dram(graph, device=device)}
-    found |= {name: make(graph, budget, device) for name, make in baselines.BASELINES.items()}
+    found |= {name: make(graph, budget, device) for name, make in makers.items()}
     return found | ({TRAINED: trained} if trained is not None else {})
 
 
@@ -145,7 +148,7 @@ class LocalTimer:
 def compare_locally(model: torch.nn.Module, inputs: Any, graph: TierGraph, budget: BudgetSpec,
                     device: str = baselines.DEFAULT_DEVICE, repeats: int = 10, rounds: int = 2,
                     progress: Callable[[str], None] | None = None) -> list[Row]:
-    """Every baseline (``placements``), predicted and timed in this process on the simulated
-    `device` tier, `repeats` runs each in `rounds` rounds (`torch-tier baselines`)."""
+    """Every baseline (``placements``, the split ones too), predicted and timed in this process on
+    the simulated `device` tier, `repeats` runs each in `rounds` rounds (`torch-tier baselines`)."""
     timer = LocalTimer(model, inputs, graph, f"sim:{device}", repeats, progress)
-    return compare(graph, placements(graph, budget, device), budget, device, timer, rounds)
+    return compare(graph, placements(graph, budget, device, split=True), budget, device, timer, rounds)

@@ -16,6 +16,7 @@ from .erl import train
 from .workers import ModelSpec, RemoteWorkers, Worker, load_given_model
 
 _KEY_FILE = "$TORCH_TIER_CACHE/worker.key, else ~/.cache/torch-tier/worker.key"
+_STARTS = {"optimal": "optimal", "optimal-split": "optimal (split)"}  # --start: the baseline of each choice
 
 _DESCRIPTION = """Search the fastest placement of MODEL's weights and activations within a DRAM
 budget, by evolutionary RL (Boltzmann chromosomes + a GNN soft actor-critic), and
@@ -43,6 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--evaluations", type=int, default=2000, metavar="N", help="evaluation budget (default 2000)")
     parser.add_argument("--population", type=int, default=20, metavar="N", help="population size (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--start", choices=tuple(_STARTS),
+                        help="start from this placement of the assumed profile, timed first as the first "
+                             "incumbent: the exact optimum, or the optimum that may split tensors between "
+                             "the tiers (the search itself tries whole-tensor placements against it)")
     parser.add_argument("--no-baseline-seeds", action="store_true",
                         help="start from random chromosomes only, not from the baselines")
     parser.add_argument("--workers", default="1", metavar="N|tcp://HOST:PORT",
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                        evaluations=args.evaluations, population=args.population, seed=args.seed, workers=workers,
                        checkpoint=checkpoint, resume=args.resume is not None,
                        seed_baselines=not args.no_baseline_seeds, graph=graph, compare_rounds=args.rounds,
-                       device=args.assume, config=TrainConfig(clock=args.clock))
+                       device=args.assume, config=TrainConfig(clock=args.clock),
+                       start=_STARTS[args.start] if args.start else None)
     except ValueError as err:  # a budget that cannot be read or met, a checkpoint of another model, a bad key file
         return fail("train", err)
     except RuntimeError as err:  # no worker connected, every local worker exited, a task failed on every try
@@ -100,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     meta = result.policy.metadata
     rows = result.comparison or comparison.compare(  # interrupted: predicted only
-        result.graph, comparison.placements(result.graph, meta["dram_budget"], meta["device"], result.policy),
+        result.graph, comparison.placements(result.graph, meta["dram_budget"], meta["device"], result.policy,
+                                            split=True),
         meta["dram_budget"], meta["device"])
     meta.update(model=args.model, size=dict(args.size), generate=args.generate,
                 comparison={r.name: _figures(r) for r in rows})

@@ -21,6 +21,17 @@ One generation (Search.step), top to bottom:
    of the cost model fitted to every placement scored so far
    (calibrate.fit): what the measurements say the device is, searched
    exactly, then judged by racing like any other candidate.
+A run may start from a placement (`start`, e.g. the planner's): it is timed
+first, exactly as given, and is the first incumbent. The population itself
+searches whole-tensor placements only, so a start that splits tensors between
+the tiers (baselines.optimal(split=True), policy format 2) stays the
+incumbent until a whole placement beats it in a race, and seeds the
+population rounded to whole tiers. Why not fractions in the search: the
+split optimum's shares are exact for the cost model (a linear program), a
+few levels per item would multiply the space the population samples, and on
+a split the measurements can only confirm or refute the model's claim that
+the two tiers serve one stream at once, which racing the split start against
+whole placements does.
 Every hyperparameter is a field of TrainConfig (config.py); its switches
 evolution, learner and model_member turn the three sources of candidates on
 and off for ablations. The result is the incumbent, as a Policy, with its
@@ -138,13 +149,14 @@ class Search:
         self.learner = Learner(node_features(graph, self.budget, costs), Neighbours.of(graph), self.space.mask,
                                self.budget, c)
         self.rng = np.random.default_rng(c.seed)
-        seeds = [] if start is None else [start]  # the first member's placement is the first incumbent
+        self.start = start  # timed first: the first incumbent
+        seeds = [] if start is None else [np.rint(start).astype(np.int8)]  # a split start rounded to whole tiers
         seeds += [self.space.encode(baselines.BASELINES[name](graph, settings.budget, settings.device))
                   for name in SEED_BASELINES] if c.seed_baselines else []
         self.population = Population.initial(c, self.space.nodes, seeds, self.rng, self.learner.logits_of)
         self.replay = ReplayBuffer(self.space.nodes)
         self.scores = Scores()
-        self.champion: Champion[np.ndarray] | None = None  # the incumbent: generation 0's first (`start`)
+        self.champion: Champion[np.ndarray] | None = None  # the incumbent: `start`, else generation 0's first
         self.raced: set[bytes] = set()  # placements that raced: an incumbent only gets faster, so never again
         self.reference: float | None = None  # latency that rewards are relative to: generation 0's median
         self.evaluations = 0
@@ -168,6 +180,9 @@ class Search:
         with _one_thread():
             start = time.perf_counter()
             c = self.config
+            if self.champion is None and self.start is not None:
+                self.evaluations += fitness.evaluate([self.start], self.scores, c.evaluations - self.evaluations)
+                self.champion = Champion(self.start, self.scores.score(self.start))
             # 1. propose: every member's placement, repaired to the budget; a repeat of one timed
             #    before (a converged population's) gives way to a neighbour never timed
             own = [self.budget.repair(p, dram_preference) for p, dram_preference in self.population.propose(self.rng)]
@@ -182,6 +197,7 @@ class Search:
             latencies = [self.scores.score(p) for p in scored]
             if self.champion is None:
                 self.champion = Champion(scored[0], latencies[0])
+            if self.reference is None:
                 self.reference = statistics.median(latencies)
             # 3. race the placements that look faster than the incumbent
             races = self._race(fitness, scored)
@@ -353,7 +369,7 @@ def train(
     compare_rounds: int = 0,
     device: str | None = None,
     config: TrainConfig | None = None,
-    start: Policy | None = None,
+    start: Policy | str | None = None,
     generate: int | None = None,
 ) -> TrainResult:
     """Search placements of `model` under `dram_budget` and return the fastest found.
@@ -365,9 +381,11 @@ def train(
         the sim's profile when `pm` names one, else optane-100 (e.g. for a device model).
     fitness: 'model' (the cost model's prediction) or 'measured' (timed inference in workers).
     config: every hyperparameter (TrainConfig, whose fields say what they do); default TrainConfig().
-    start: a placement to start from (e.g. the planner's, baselines.optimal): the first incumbent,
-        so the curve of the best so far starts at its timed latency and falls only by paired wins
-        over it. It joins the first population beside the seeds (if seed_baselines).
+    start: a placement to start from (e.g. the planner's, baselines.optimal), or a baseline's
+        name ('optimal', 'optimal (split)': see baselines.BASELINES and SPLIT_BASELINES, made on
+        `device`): timed first as given, the first incumbent, so the curve of the best so far
+        starts at its timed latency and falls only by paired wins over it. It joins the first
+        population (rounded to whole tiers if it splits tensors) beside the seeds (if seed_baselines).
     evaluations, population, seed, seed_baselines, repeats, max_repeats, warmup: when given,
         override the config's fields of those names. evaluations: timed runs (measured) or
         predictions (model); a placement already scored is free, and the last generation may
@@ -412,7 +430,8 @@ def train(
         spec = parse_pm(pm)
         settings = Settings(budget=baselines.dram_budget(graph, dram_budget), pm=str(spec),
                             device=device or devices.assumed_profile(spec.profile), fitness=fitness, config=config)
-    search = Search(graph, settings, None if start is None else PlacementSpace(graph).encode(start))
+    search = Search(graph, settings, None if start is None else PlacementSpace(graph).encode(
+        _start_policy(start, graph, settings)))
     if resume:
         search.load_state_dict(state["search"])
         _warn_unlike(settings, fitness, config)
@@ -436,10 +455,23 @@ def train(
                 report.close()
         result = search.result(interrupted)
         if compare_rounds and not interrupted:
-            named = comparison.placements(graph, settings.budget, settings.device, result.policy)
+            named = comparison.placements(graph, settings.budget, settings.device, result.policy, split=True)
             timer = judge if isinstance(judge, MeasuredFitness) else None
             result.comparison = comparison.compare(graph, named, settings.budget, settings.device, timer, compare_rounds)
     return result
+
+
+def _start_policy(start: Policy | str, graph: TierGraph, settings: Settings) -> Policy:
+    """`start` as a Policy within the run's budget: given, or the named baseline made for the run."""
+    if isinstance(start, str):
+        makers = baselines.BASELINES | baselines.SPLIT_BASELINES
+        if start not in makers:
+            raise ValueError(f"start: unknown baseline {start!r} (known: {', '.join(makers)})")
+        return makers[start](graph, settings.budget, settings.device)
+    dram = graph.footprint(start)["dram"]
+    if dram > settings.budget:
+        raise ValueError(f"start: the placement holds {dram} bytes of DRAM, over the budget of {settings.budget}")
+    return start
 
 
 @contextmanager

@@ -33,7 +33,7 @@ import torch
 
 from ..graph import TierGraph
 from ..cost_model import graph_costs
-from ..placement import PlacementSpace
+from ..placement import PlacementSpace, is_split
 from . import wire
 from .config import TrainConfig
 from .racing import Pair
@@ -67,8 +67,9 @@ class Scores:
         return list(new.values())
 
     def timed(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every scored placement, (k, nodes, 2) int8, and its score, (k,) seconds."""
-        keys = list(self.samples)
+        """Every scored whole placement, (k, nodes, 2) int8, and its score, (k,) seconds (a split
+        start is left out: calibrate.fit models whole placements)."""
+        keys = [k for k in self.samples if not is_split(self.placements[k])]
         return (np.array([self.placements[k] for k in keys], dtype=np.int8),
                 np.array([statistics.median(self.samples[k]) for k in keys]))
 

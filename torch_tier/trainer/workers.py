@@ -81,8 +81,8 @@ import zmq
 
 from .. import devices, zoo
 from ..clocks import CLOCKS
-from ..policy import Placement, Policy, fingerprint
-from ..tiers import TIER_NAMES
+from ..placement import placement_of
+from ..policy import Policy, fingerprint
 from ..timing import measure
 from . import wire
 from .wire import WireError
@@ -108,7 +108,7 @@ log = logging.getLogger(__name__)
 _TOKEN = wire.text(32, "[0-9a-f]{32}")
 _FINGERPRINT = wire.text(23, "sha256:[0-9a-f]{16}")
 _TASK = wire.integer(0, 2**53)
-_PAIR = wire.items(wire.integer(0, 1), 2, length=2)
+_PAIR = wire.items(wire.number(0.0, 1.0), 2, length=2)  # [weights, activations]: 0 DRAM, 1 pm, or a split's pm share
 _MODEL_NAME = r"[A-Za-z0-9_.\-]+(:[A-Za-z_][A-Za-z0-9_]*)?"
 
 
@@ -648,13 +648,12 @@ class Worker:
                             f"for {len(self.job['nodes'])} nodes")
         self._timer.submit(self.session, task["id"], self._time, task["placements"], task["repeats"])
 
-    def _time(self, placements: list[list[list[int]]], repeats: int) -> list[list[float]]:
+    def _time(self, placements: list[list[list[float]]], repeats: int) -> list[list[float]]:
         """(On the timing thread.) For each placement in turn, the samples of `repeats` timed forwards."""
         job, samples = self.job, []
         for placement in placements:
             policy = Policy(job["fingerprint"], job["model_name"],
-                            nodes={path: Placement(TIER_NAMES[w], TIER_NAMES[a])
-                                   for path, (w, a) in zip(job["nodes"], placement)})
+                            nodes={path: placement_of(np.asarray(row)) for path, row in zip(job["nodes"], placement)})
             samples.append(list(measure(self.model, self.inputs, policy, pm=job["pm"], repeats=repeats,
                                         warmup=job["warmup"], clock=job["clock"], generate=job["generate"]).samples))
         return samples
