@@ -57,7 +57,7 @@ TieringAllocator& TieringAllocator::instance() {
   return *allocator;
 }
 
-TieringAllocator::TieringAllocator() {
+TieringAllocator::TieringAllocator() : split_cache_capacity_(DramBackend::default_cache_capacity()) {
   slots_[kDramSlot].backend.store(&DramBackend::instance());
   tier_slot_[kDram].store(kDramSlot);
   tier_slot_[kPm].store(kNoSlot);
@@ -166,6 +166,10 @@ uint8_t TieringAllocator::occupy_slot(Backend* backend) {
   for (int s = 1; s < kMaxBackends; ++s) {
     if (!slots_[s].backend.load(std::memory_order_relaxed)) {
       slots_[s].retired.store(false, std::memory_order_seq_cst);
+      if (backend->can_split()) {
+        if (!slots_[s].split_cache) slots_[s].split_cache = std::make_unique<SplitCache>();
+        slots_[s].split_cache->start(backend, split_cache_capacity_);
+      }
       slots_[s].backend.store(backend, std::memory_order_release);
       return static_cast<uint8_t>(s);
     }
@@ -177,6 +181,7 @@ uint8_t TieringAllocator::occupy_slot(Backend* backend) {
 
 void TieringAllocator::retire(uint8_t slot) noexcept {
   slots_[slot].retired.store(true, std::memory_order_seq_cst);
+  if (slots_[slot].split_cache) slots_[slot].split_cache->stop();  // before the backend can go
   free_slot_if_done(slot);
 }
 
@@ -231,7 +236,9 @@ c10::DataPtr TieringAllocator::allocate(size_t n) {
 
 void* TieringAllocator::allocate_in(Counters& me, Tier tier, size_t n, BlockRecord* record) {
   const uint8_t slot = enter_slot(me, &tier);
-  void* ptr = slots_[slot].backend.load(std::memory_order_acquire)->allocate(n);
+  Backend* backend = slots_[slot].backend.load(std::memory_order_acquire);
+  void* ptr = backend->allocate(n);
+  if (!ptr && tier == kPm && drain_split_cache(slot)) ptr = backend->allocate(n);
   if (!ptr) {
     release_block(me, slot);
     if (tier == kPm) return pm_full(me, n, record);
@@ -255,7 +262,9 @@ void* TieringAllocator::allocate_split(Counters& me, size_t n, BlockRecord* reco
                 "tensor's pages in each tier); the sim arena and memkind's heaps can, planned arenas cannot");
   }
   const size_t dram_bytes = dram_pages * kPageBytes;
-  const Backend::SplitParts parts = pm->allocate_split(n, dram_bytes);
+  Backend::SplitParts parts = slots_[slot].split_cache->take(n, dram_bytes);
+  if (!parts.block) parts = pm->allocate_split(n, dram_bytes);
+  if (!parts.block && drain_split_cache(slot)) parts = pm->allocate_split(n, dram_bytes);
   if (!parts.block) {
     release_block(me, slot);
     return pm_full(me, n, record);
@@ -301,8 +310,13 @@ void TieringAllocator::count_live(Counters& me, Backend* backend, void* ptr, con
 }
 
 void TieringAllocator::give_back(Backend* backend, void* ptr, const BlockRecord& block) noexcept {
-  if (block.dram_bytes) backend->deallocate_split({ptr, block.pm}, block.bytes, block.dram_bytes);
+  if (block.dram_bytes) slots_[block.slot].split_cache->put(backend, {ptr, block.pm}, block.bytes, block.dram_bytes);
   else backend->deallocate(ptr, block.bytes);
+}
+
+bool TieringAllocator::drain_split_cache(uint8_t slot) noexcept {
+  const std::unique_ptr<SplitCache>& cache = slots_[slot].split_cache;
+  return cache && cache->drain();
 }
 
 void TieringAllocator::free_block(void* ptr) {
@@ -324,7 +338,7 @@ void TieringAllocator::free_block(void* ptr) {
   if (block.profiled) self.report_to_profiler(ptr, -static_cast<int64_t>(block.bytes));
   Counters& me = self.my_counters();
   self.count_live(me, backend, ptr, block, -1);  // block_bytes may read the block: before it goes back
-  give_back(backend, ptr, block);
+  self.give_back(backend, ptr, block);
   self.release_block(me, block.slot);
 }
 
@@ -458,6 +472,27 @@ TierStats TieringAllocator::stats(Tier tier) {
   }
   out.peak_bytes = std::max(out.peak_bytes, out.live_bytes);
   return out;
+}
+
+BlockCacheStats TieringAllocator::split_cache_stats() {
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  BlockCacheStats out{0, 0, split_cache_capacity_, 0, 0};
+  for (const Slot& slot : slots_) {
+    if (!slot.split_cache) continue;
+    const BlockCacheStats one = slot.split_cache->stats();
+    out.cached_bytes += one.cached_bytes;
+    out.cached_dram_bytes += one.cached_dram_bytes;
+    out.hits += one.hits;
+    out.evictions += one.evictions;
+  }
+  return out;
+}
+
+void TieringAllocator::set_split_cache_capacity(size_t bytes) {
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  split_cache_capacity_ = bytes;
+  for (Slot& slot : slots_)
+    if (slot.split_cache) slot.split_cache->set_capacity(bytes);
 }
 
 void TieringAllocator::reset_peaks() {

@@ -14,6 +14,7 @@
 #include <c10/core/Allocator.h>
 
 #include <array>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -23,6 +24,7 @@
 #include "backend.h"
 #include "block_map.h"
 #include "planned_backend.h"
+#include "split_cache.h"
 
 namespace torch_tier {
 
@@ -117,6 +119,10 @@ class TieringAllocator final : public c10::Allocator {
   PlannedStats planned_stats(Tier tier) const;
 
   TierStats stats(Tier tier);
+  // The split caches' blocks (all slots'; only the pm tier's current one holds any).
+  BlockCacheStats split_cache_stats();
+  // At most `bytes` of freed split blocks wait for reuse (default: the DRAM cache's default).
+  void set_split_cache_capacity(size_t bytes);
   void reset_peaks();
   // Backends still alive: the tiers' current ones and retired ones with live blocks.
   int live_backends();
@@ -140,6 +146,10 @@ class TieringAllocator final : public c10::Allocator {
   struct Slot {
     std::atomic<Backend*> backend{nullptr};
     std::atomic<bool> retired{false};
+    // Freed split blocks of a backend that can split: made when such a backend
+    // first occupies the slot (before the backend is published), kept for the
+    // slot's later backends; started and stopped with the slot's use.
+    std::unique_ptr<SplitCache> split_cache;
   };
   friend struct ThreadCountersHandle;
 
@@ -157,7 +167,10 @@ class TieringAllocator final : public c10::Allocator {
   void* pm_full(Counters& me, size_t n, BlockRecord* record);
   // Counts a new block (`sign` 1) or a freed one (-1) in the tiers' live bytes.
   void count_live(Counters& me, Backend* backend, void* ptr, const BlockRecord& block, int64_t sign) noexcept;
-  static void give_back(Backend* backend, void* ptr, const BlockRecord& block) noexcept;
+  // A freed block goes back to its backend, a split one through its slot's split cache.
+  void give_back(Backend* backend, void* ptr, const BlockRecord& block) noexcept;
+  // pm failed an allocation: empties its slot's split cache; false if it held nothing.
+  bool drain_split_cache(uint8_t slot) noexcept;
   void note_peak(Counters& me, Tier tier) noexcept;
   int64_t sum_live(Tier tier) const noexcept;
   uint8_t occupy_slot(Backend* backend);
@@ -179,6 +192,7 @@ class TieringAllocator final : public c10::Allocator {
   std::array<std::atomic<int64_t>, kNumTiers> peak_{};
   std::atomic<uint64_t> peak_epoch_{0};  // bumped by reset_peaks()
   std::mutex registry_mutex_;          // slots' lifetimes, threads joining and leaving, stats
+  size_t split_cache_capacity_;        // under registry_mutex_
 
   std::array<PlannedBackend*, kNumTiers> planned_{};  // the planned wrapper in use, if any
   ArenaBackend* pm_arena_ = nullptr;                   // the sim arena under the pm tier, if any

@@ -33,12 +33,19 @@ py::dict stats_dict(Tier tier) {
   d["allocations"] = s.allocations;
   d["fallbacks"] = s.fallbacks;
   d["failures"] = s.failures;
+  const BlockCacheStats split = TieringAllocator::instance().split_cache_stats();
   if (tier == kDram) {
-    const DramCacheStats cache = DramBackend::instance().cache_stats();
+    const BlockCacheStats cache = DramBackend::instance().cache_stats();
     d["cached_bytes"] = cache.cached_bytes;
     d["cache_capacity"] = cache.capacity;
     d["cache_hits"] = cache.hits;
     d["cache_evictions"] = cache.evictions;
+    d["split_cached_bytes"] = split.cached_dram_bytes;
+  } else {
+    d["split_cached_bytes"] = split.cached_bytes - split.cached_dram_bytes;
+    d["split_cache_capacity"] = split.capacity;
+    d["split_cache_hits"] = split.hits;
+    d["split_cache_evictions"] = split.evictions;
   }
   return d;
 }
@@ -97,6 +104,8 @@ void bind_allocator(py::module_& m) {
   m.def("enabled", [] { return TieringAllocator::instance().enabled(); });
   m.def("set_dram_cache_capacity", [](size_t bytes) { DramBackend::instance().set_cache_capacity(bytes); },
         "Bytes of freed DRAM blocks kept for reuse while enabled (least recently freed evicted first).");
+  m.def("set_split_cache_capacity", [](size_t bytes) { TieringAllocator::instance().set_split_cache_capacity(bytes); },
+        "Bytes (both tiers' pages) of freed split blocks kept for reuse (least recently freed evicted first).");
   m.def("default_dram_cache_capacity", [] { return DramBackend::default_cache_capacity(); },
         "The DRAM cache's default capacity: 1/16 of this machine's memory, at most 1 GiB.");
   m.attr("SIM_MAX_CAPACITY") = ArenaBackend::kMaxCapacity;

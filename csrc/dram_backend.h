@@ -17,20 +17,13 @@
 // forward stay. Its bytes are DRAM the tier holds beyond its live blocks;
 // the allocator reports them (stats()["dram"]["cached_bytes"]).
 #pragma once
-#include <array>
 #include <atomic>
 #include <mutex>
 
 #include "backend.h"
+#include "block_cache.h"
 
 namespace torch_tier {
-
-struct DramCacheStats {
-  size_t cached_bytes;
-  size_t capacity;
-  int64_t hits;       // allocations served from the cache
-  int64_t evictions;  // blocks returned to the system to make room
-};
 
 class DramBackend final : public Backend {
  public:
@@ -44,7 +37,7 @@ class DramBackend final : public Backend {
   void set_caching(bool on) noexcept;
   // At most `bytes` wait in the cache (least recently freed evicted first).
   void set_cache_capacity(size_t bytes) noexcept;
-  DramCacheStats cache_stats() noexcept;
+  BlockCacheStats cache_stats() noexcept;
   // 1/16 of physical memory, at most 1 GiB.
   static size_t default_cache_capacity() noexcept;
 
@@ -53,26 +46,10 @@ class DramBackend final : public Backend {
 
  private:
   DramBackend();
-  struct CachedBlock {  // written into a cached block's own memory
-    CachedBlock *bin_prev, *bin_next;  // blocks of the same bin
-    CachedBlock *older, *newer;        // all cached blocks, by time freed
-    size_t bytes;
-  };
-  static constexpr size_t kBins = 1024;
-
-  static size_t bin_of(size_t bytes) { return (bytes / kAlignment) % kBins; }
-  void unlink(CachedBlock* block) noexcept;
-  // Unlinks blocks, oldest first, until at most `keep` bytes are cached; returns them chained by `newer`.
-  CachedBlock* evict_until(size_t keep) noexcept;
-  static void free_chain(CachedBlock* chain) noexcept;
+  static void free_all(BlockCache::Evicted& evicted) noexcept;
 
   std::mutex mutex_;
-  std::array<CachedBlock*, kBins> bins_{};
-  CachedBlock* oldest_ = nullptr;
-  CachedBlock* newest_ = nullptr;
-  size_t cached_ = 0;
-  size_t capacity_;
-  int64_t hits_ = 0, evictions_ = 0;
+  BlockCache cache_;
   std::atomic<bool> caching_{false};  // read unlocked first: off, the hot path takes no lock
 };
 
