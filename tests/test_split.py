@@ -331,3 +331,132 @@ def test_bad_split_shares_and_planned_arenas_are_refused(cnn):
     graph = capture_graph(model, x, repeats=1)
     with pytest.raises(ValueError, match="arena='planned' lays out whole tensors"):
         tt.enable(policy, model, pm="sim", arena="planned", graph=graph)
+
+
+# ---- the split cache: freed split blocks kept for the next one of their shape ------------------------------
+
+
+def split_block(pages: int, pm_share: float) -> torch.Tensor:
+    """A block of `pages` pages, `pm_share` of them in pm (the session's pm tier)."""
+    _C.set_tier(pm_share)
+    try:
+        return torch.empty(pages * PAGE, dtype=torch.uint8)
+    finally:
+        _C.set_tier(tiers.DRAM)
+
+
+def cached() -> tuple[int, int]:
+    """The split cache's (DRAM, pm) bytes."""
+    stats = tt.stats()
+    return stats["dram"]["split_cached_bytes"], stats["pm"]["split_cached_bytes"]
+
+
+def mapped(address: int, nbytes: int) -> bool:
+    """Whether any page of [address, address + nbytes) is mapped in this process."""
+    for line in open("/proc/self/maps"):
+        low, high = (int(a, 16) for a in line.split()[0].split("-"))
+        if low < address + nbytes and high > address:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("pm", BACKENDS)
+def test_a_freed_split_block_serves_the_next_of_its_shape_and_counts_as_cached_not_live(pm):
+    model, x = small_cnn()
+    with tt.enable(tt.Policy.uniform(model), model, pm=pm):
+        before = tt.stats()
+        block = split_block(16, 0.25)  # 12 pages in DRAM, 4 in pm
+        address = block.data_ptr()
+        del block
+        stats = tt.stats()
+        assert cached() == (12 * PAGE, 4 * PAGE)
+        for tier in ("dram", "pm"):  # cached bytes are not live ones
+            assert stats[tier]["live_bytes"] == before[tier]["live_bytes"]
+        again = split_block(16, 0.25)
+        assert again.data_ptr() == address
+        assert stats["pm"]["split_cache_hits"] + 1 == tt.stats()["pm"]["split_cache_hits"]
+        assert tt.tier_bytes(again) == {"dram": 12 * PAGE, "pm": 4 * PAGE} and cached() == (0, 0)
+        assert tt.stats()["pm"]["live_bytes"] - before["pm"]["live_bytes"] == 4 * PAGE
+        again.copy_((torch.arange(again.numel()) % 251).to(torch.uint8))  # a reused block is whole memory
+        assert torch.equal(again, (torch.arange(again.numel()) % 251).to(torch.uint8))
+        del again
+        other = split_block(16, 0.5)  # as many pages, split elsewhere: not the cached block
+        assert other.data_ptr() != address and tt.tier_bytes(other) == {"dram": 8 * PAGE, "pm": 8 * PAGE}
+        assert tt.stats()["pm"]["split_cache_hits"] == stats["pm"]["split_cache_hits"] + 1
+        del other
+        hits = tt.stats()["pm"]["split_cache_hits"]
+        policy = split_policy(model)
+    with tt.enable(policy, model, pm=pm), torch.no_grad():
+        model(x)
+        first = tt.stats()["pm"]["split_cache_hits"]
+        model(x)  # every split activation of the second forward is a cached block
+        assert tt.stats()["pm"]["split_cache_hits"] - first >= 2 and first >= hits
+
+
+def test_the_split_cache_keeps_at_most_its_capacity_evicting_the_least_recently_freed():
+    model, _ = small_cnn()
+    with tt.enable(tt.Policy.uniform(model), model, pm="sim"):
+        try:
+            _C.set_split_cache_capacity(30 * PAGE)
+            blocks = [split_block(pages, 0.5) for pages in (8, 10, 12)]  # 30 pages, freed oldest first
+            addresses = [b.data_ptr() for b in blocks]
+            while blocks:
+                blocks.pop(0)
+            assert sum(cached()) == 30 * PAGE
+            evictions = tt.stats()["pm"]["split_cache_evictions"]
+            newest = split_block(14, 0.5)  # freed, it makes room: the 8 and 10 page blocks go
+            del newest
+            stats = tt.stats()["pm"]
+            assert sum(cached()) == 26 * PAGE <= stats["split_cache_capacity"] == 30 * PAGE
+            assert stats["split_cache_evictions"] == evictions + 2
+            hits = stats["split_cache_hits"]
+            kept = split_block(12, 0.5)
+            assert kept.data_ptr() == addresses[2] and tt.stats()["pm"]["split_cache_hits"] == hits + 1
+            evicted = split_block(8, 0.5)
+            assert tt.stats()["pm"]["split_cache_hits"] == hits + 1
+            del kept, evicted
+            too_large = split_block(32, 0.5)  # over the capacity: never cached
+            del too_large
+            assert sum(cached()) <= 30 * PAGE
+            _C.set_split_cache_capacity(0)
+            assert cached() == (0, 0)
+        finally:
+            _C.set_split_cache_capacity(_C.default_dram_cache_capacity())
+
+
+@pytest.mark.parametrize("on_full", ["error", "fallback"])
+def test_a_full_pm_tier_drains_the_split_cache_before_falling_back_or_raising(on_full):
+    model, _ = small_cnn()
+    with tt.enable(tt.Policy.uniform(model), model, pm="sim", pm_capacity=80 * PAGE, on_full=on_full):
+        blocks = [split_block(64, 0.5) for _ in range(2)]  # 32 pm pages each, of the arena's 80
+        del blocks
+        assert cached() == (64 * PAGE, 64 * PAGE)
+        before = tt.stats()["pm"]
+        _C.set_tier(tiers.PM)
+        try:
+            whole = torch.empty(48 * PAGE, dtype=torch.uint8)  # fits only once the cache is drained
+        finally:
+            _C.set_tier(tiers.DRAM)
+        assert tt.tier_of(whole) == "pm" and cached() == (0, 0)
+        del whole
+        split = [split_block(64, 0.5) for _ in range(2)]
+        del split
+        other = split_block(128, 0.5)  # a new shape needs the cached blocks' pm pages
+        assert tt.tier_of(other) == "split" and cached() == (0, 0)
+        after = tt.stats()["pm"]
+        assert (after["fallbacks"], after["failures"]) == (before["fallbacks"], before["failures"])
+        del other
+
+
+@pytest.mark.parametrize("pm", BACKENDS)
+def test_closing_the_session_leaves_no_split_block_cached_or_mapped(pm):
+    model, _ = small_cnn()
+    backends = _C.live_backends()
+    with tt.enable(tt.Policy.uniform(model), model, pm=pm):
+        block = split_block(16, 0.5)
+        address = block.data_ptr()
+        del block
+        assert cached() == (8 * PAGE, 8 * PAGE) and mapped(address, 16 * PAGE)
+    assert cached() == (0, 0)
+    assert not mapped(address, 16 * PAGE)
+    assert _C.live_backends() == backends
