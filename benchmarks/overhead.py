@@ -7,6 +7,10 @@ Prints, measured in one run on this machine:
    (with a freed block between every two, so free lists are long), 1, 2 and 4 threads.
 2. the planned backend: one planned allocate + free whose slot overlaps N earlier slots,
    with N blocks held.
+2b. ("split") a 1 MiB split block (half its pages in each tier) against whole ones, per pm
+   backend at hand: allocate + free and allocate + write every page + free (us, through
+   torch.empty), fresh (its cache's capacity 0: a new mapping and new pages each time) and
+   cached (the same shape again, served by the cache).
 3. end-to-end inference of a ResNet-50 and BERT-base: plugin off, an all-DRAM policy, and
    every tensor on memkind's PMEM kind in /dev/shm (tmpfs: the same DRAM), modes interleaved
    round by round in a shuffled order, so that drift on a shared machine hits all alike.
@@ -14,7 +18,7 @@ Prints, measured in one run on this machine:
    With --clock cpu (and --threads 1) timed on the thread's CPU time, which other jobs on a
    shared machine do not stretch; page faults per forward (getrusage) beside each mode.
 
-Usage: python benchmarks/overhead.py [--rounds 5] [--quick] [--only alloc,planned,e2e]
+Usage: python benchmarks/overhead.py [--rounds 5] [--quick] [--only alloc,planned,split,e2e]
        [--threads N] [--clock wall|cpu]
 """
 
@@ -24,6 +28,7 @@ import argparse
 import random
 import resource
 import statistics
+import time
 from functools import partial
 
 import torch
@@ -97,6 +102,62 @@ def planned_table(rounds: int) -> list[str]:
     return rows
 
 
+SPLIT_BYTES = 1 << 20
+
+
+def split_table(iterations: int) -> list[str]:
+    """Microseconds per allocate(+write)+free of SPLIT_BYTES, fresh and cached: whole in DRAM (fresh:
+    the DRAM cache's capacity 0), and per pm backend at hand whole in pm and split half and half
+    (fresh: the split cache's capacity 0). Medians of `iterations`, through torch.empty."""
+    backends = ["sim"] + (["memkind:/dev/shm"] if memkind.available() else []) + \
+        [f"numa:{node}" for node in tiers.numa_nodes()[:1]]
+    caches = {tiers.DRAM: (_C.set_dram_cache_capacity, _C.default_dram_cache_capacity()),
+              0.5: (_C.set_split_cache_capacity, _C.default_dram_cache_capacity())}
+    rows = [("| backend | block | allocate+free fresh | allocate+free cached | allocate+write+free fresh | "
+             "allocate+write+free cached |"), "|---|---|---:|---:|---:|---:|"]
+    for pm in backends:
+        tiers.activate(tiers.parse_pm(pm, "256MiB", "first"), "error")
+        try:
+            kinds = {"whole in pm": tiers.PM, "split 1:1": 0.5}
+            if pm == backends[0]:
+                kinds = {"whole in DRAM": tiers.DRAM, **kinds}
+            for kind, tier in kinds.items():
+                cells = {}
+                for touch in (False, True):
+                    if tier in caches:
+                        set_capacity, default = caches[tier]
+                        set_capacity(0)
+                        try:
+                            cells["fresh", touch] = f"{time_alloc(tier, touch, iterations) * 1e6:.1f}"
+                        finally:
+                            set_capacity(default)
+                    else:  # the arenas and memkind's heaps keep their pages: a block is never fresh
+                        cells["fresh", touch] = "-"
+                    cells["cached", touch] = f"{time_alloc(tier, touch, iterations) * 1e6:.1f}"
+                rows.append(f"| {'DRAM' if tier == tiers.DRAM else pm} | {kind} | " + " | ".join(
+                    cells[path, touch] for touch in (False, True) for path in ("fresh", "cached")) + " |")
+        finally:
+            tiers.deactivate()
+    return rows
+
+
+def time_alloc(tier: float, touch: bool, iterations: int) -> float:
+    """Median seconds of one allocate(+write)+free of SPLIT_BYTES in `tier` (a tier index or a pm share)."""
+    samples = []
+    _C.set_tier(tier)
+    try:
+        for _ in range(iterations):
+            start = time.perf_counter()
+            block = torch.empty(SPLIT_BYTES, dtype=torch.uint8)
+            if touch:
+                block.fill_(1)
+            del block
+            samples.append(time.perf_counter() - start)
+    finally:
+        _C.set_tier(tiers.DRAM)
+    return statistics.median(samples)
+
+
 def page_faults() -> int:
     """Minor and major page faults of this process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -153,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small models, one thread, few rounds (a smoke run)")
-    parser.add_argument("--only", default="alloc,planned,e2e", help="sections to run (comma-separated)")
+    parser.add_argument("--only", default="alloc,planned,split,e2e", help="sections to run (comma-separated)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads for the end-to-end runs (0: torch's)")
     parser.add_argument("--clock", choices=clocks.CLOCKS, default="wall",
                         help="the end-to-end runs' clock: wall time, or the thread's CPU time (needs --threads 1)")
@@ -172,6 +233,10 @@ def main() -> None:
     if "planned" in sections:
         print("\n## planned backend\n")
         print("\n".join(planned_table(rounds)), flush=True)
+    if "split" in sections:
+        iterations = 100 if args.quick else 500
+        print(f"\n## split blocks: us per {SPLIT_BYTES >> 20} MiB block (median of {iterations}, through torch.empty)\n")
+        print("\n".join(split_table(iterations)), flush=True)
     if "e2e" in sections:
         size = {"width": 0.25, "depth": 0.25} if args.quick else {}
         image = {"image_size": 64} if args.quick else {}

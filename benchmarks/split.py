@@ -19,10 +19,9 @@ charging both parts), never that the model or the optimum is right.
 
 Checks the targets (split optimum never slower than any other, strictly
 faster than memory mode and weighted interleave, at least 95% of the budget
-used on the coarse MLP) and times the LP on the largest graph. Also the
-allocation cost of a split block against whole ones on each backend at hand
-(allocate and free, and allocate, write every page and free, of 1 MiB).
-Writes benchmarks/results/split.md.
+used on the coarse MLP) and times the LP on the largest graph. (What a split
+block costs to allocate against a whole one is benchmarks/overhead.py's
+"split" section.) Writes benchmarks/results/split.md.
 
 Usage: python benchmarks/split.py [--repeats 4] [--rounds 2] [--clock cpu] [--no-timing] [--models NAME ...]
 """
@@ -38,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torch_tier import _C, baselines, clocks, comparison, host, memkind, tiers, zoo
+from torch_tier import baselines, clocks, comparison, host, zoo
 from torch_tier.comparison import MEMORY_MODE, Row
 from torch_tier.graph import TierGraph
 from torch_tier.graph_capture import capture
@@ -93,44 +92,6 @@ def placements(graph: TierGraph, budget: str, device: str) -> tuple[dict[str, Po
     found[PAGES] = baselines.page_interleave(graph, budget, device)
     found["first-touch"] = baselines.first_touch(graph, budget, device)
     return found, lp_seconds
-
-
-ALLOC_BYTES = 1 << 20
-ALLOC_ITERATIONS = 500
-KINDS = {"whole in DRAM": tiers.DRAM, "whole in pm": tiers.PM, "split 1:1": 0.5}
-
-
-def alloc_costs() -> list[list[str]]:
-    """Microseconds per allocate+free, and per allocate+write+free, of 1 MiB on each backend at hand:
-    whole in DRAM, whole in pm, split half and half (medians of ALLOC_ITERATIONS, through torch.empty)."""
-    backends = ["sim"] + (["memkind:/dev/shm"] if memkind.available() else []) + \
-        [f"numa:{node}" for node in tiers.numa_nodes()[:1]]
-    rows = []
-    for pm in backends:
-        tiers.activate(tiers.parse_pm(pm, "256MiB", "first"), "error")
-        try:
-            for kind, tier in KINDS.items():
-                rows.append([pm, kind] + [f"{time_alloc(tier, touch) * 1e6:.1f}" for touch in (False, True)])
-        finally:
-            tiers.deactivate()
-    return rows
-
-
-def time_alloc(tier: int | float, touch: bool) -> float:
-    """Median seconds of one allocate(+write)+free of ALLOC_BYTES in `tier` (a tier index or a pm share)."""
-    samples = []
-    _C.set_tier(tier)
-    try:
-        for _ in range(ALLOC_ITERATIONS):
-            start = time.perf_counter()
-            block = torch.empty(ALLOC_BYTES, dtype=torch.uint8)
-            if touch:
-                block.fill_(1)
-            del block
-            samples.append(time.perf_counter() - start)
-    finally:
-        _C.set_tier(tiers.DRAM)
-    return sorted(samples)[len(samples) // 2]
 
 
 def check(rows: dict[str, Row], measured: bool) -> list[str]:
@@ -188,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
                                       + [f"{rows[SPLIT].measured / rows['all-dram'].measured:.3f}"])
                     notes += [f"{name} {device} (timed, model plus noise): {m}" for m in check(rows, measured=True)]
         del model, inputs
-    alloc_rows = alloc_costs()
     headers = ["model", "device", "budget"] + [f"{n} ms" for n in SHOWN] + ["split / all-DRAM", "split uses budget"]
     memory = host.host()
     text = "\n".join([
@@ -218,13 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         f"interleave, at every budget (predicted); at least {MLP_BUDGET_USE:.0%} of the budget used on the coarse "
         "MLP: " + ("all met." if not missed else "missed:\n\n" + "\n".join(f"- {m}" for m in missed)), "",
     ] + (["Timed (model plus noise) where the split optimum was not the fastest:", ""]
-         + [f"- {n}" for n in notes] + [""] if notes else []) + [
-        f"### Allocation cost of a {ALLOC_BYTES >> 20} MiB block (median of {ALLOC_ITERATIONS}, microseconds, "
-        "through torch.empty)", "",
-        "A split block is an mmap, an mremap and a munmap, and its DRAM pages fault in afresh on every "
-        "allocation; DRAM's whole blocks of 64 KiB and up are cached by the DRAM tier.", "",
-        markdown_table(["backend", "block", "allocate+free us", "allocate+write+free us"], alloc_rows), "",
-    ])
+         + [f"- {n}" for n in notes] + [""] if notes else []))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

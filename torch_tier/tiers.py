@@ -210,6 +210,13 @@ def stats() -> dict[str, dict[str, int]]:
         tier holds beyond live_bytes), at most cache_capacity (1/16 of this
         machine's memory, at most 1 GiB, unless set; least recently freed
         evicted first), cache_hits and cache_evictions.
+    split_cached_bytes (both): the pages in this tier of freed split blocks
+        kept whole for the next split block of their shape (held beyond
+        live_bytes; a sim or numa arena counts the pm ones as used). pm also:
+        split_cache_capacity (both tiers' pages together; the DRAM cache's
+        default unless set with _C.set_split_cache_capacity),
+        split_cache_hits, split_cache_evictions (blocks given back: to make
+        room, when pm was full, or when the session closed).
     """
     return {name: _C.stats(index) for index, name in enumerate(TIER_NAMES)}
 
