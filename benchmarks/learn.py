@@ -27,7 +27,12 @@ same round, with a distribution-free 95% interval (timing.Measurement).
 An ablation follows on the (device, workload) where the assumed optimum is
 furthest from the best known: evolution only, learner only, both, with and
 without the model-based member, over `--seeds` seeds at the same budget of
-timed runs, each result re-timed paired against optimal(assumed).
+timed runs. Per seed, every configuration's result and optimal(assumed) are
+re-timed side by side in `--rounds` paired rounds, so each configuration has a
+paired interval against optimal(assumed) and against the full trainer (both +
+model member), per seed and pooled over the seeds' rounds. `--ablation-only`
+runs the ablation alone on the one `--workloads` / `--devices` given (no case
+rows), into results/tmp/learn.md, to merge by hand.
 
 The emulated devices are research stand-ins (see device_models), not claims
 about real hardware; only their difference from the assumed profile matters
@@ -35,6 +40,7 @@ here. Results: benchmarks/results/learn.md and learn.png.
 
     python benchmarks/learn.py            # the full run (about an hour on 2 cores)
     python benchmarks/learn.py --quick    # one workload, one device, small budgets
+    python benchmarks/learn.py --ablation-only --workloads recsys --devices optane-threads --seeds 3
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ ABLATION = {
     "both + model member": {},
     "evolution + model member": {"learner": False},
 }
+FULL = "both + model member"  # the trainer's defaults: the ablation's second yardstick
 
 
 def say(line: str) -> None:
@@ -122,6 +129,18 @@ def linearised_optimum(graph: TierGraph, start: np.ndarray, budget: int, model, 
 def time_paired(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, found: dict[str, np.ndarray],
                 reference: str, rounds: int, repeats: int, seed: int = 0) -> dict[str, Measurement]:
     """Each placement's time over `reference`'s in the same round, over `rounds` shuffled rounds."""
+    per_round = time_rounds(model, inputs, graph, pm, found, rounds, repeats, seed)
+    return {name: paired(per_round, name, reference) for name in found}
+
+
+def paired(per_round: dict[str, list[float]], name: str, reference: str) -> Measurement:
+    """`name`'s time over `reference`'s in the same round, one sample a round."""
+    return Measurement(tuple(t / ref for t, ref in zip(per_round[name], per_round[reference])))
+
+
+def time_rounds(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str, found: dict[str, np.ndarray],
+                rounds: int, repeats: int, seed: int = 0) -> dict[str, list[float]]:
+    """Each placement's median time in each of `rounds` rounds, every round timing all of them in a shuffled order."""
     space = placement.PlacementSpace(graph)
     names, order = list(found), random.Random(seed)
     per_round: dict[str, list[float]] = {name: [] for name in names}
@@ -131,8 +150,7 @@ def time_paired(model: torch.nn.Module, inputs: tuple, graph: TierGraph, pm: str
             per_round[name].append(measure(model, inputs, space.policy(found[name]), pm=pm, repeats=repeats,
                                            warmup=1).median)
         say(f"    round {r + 1}/{rounds}: " + ", ".join(f"{n} {per_round[n][-1] * 1e3:.2f}" for n in found))
-    return {name: Measurement(tuple(t / ref for t, ref in zip(per_round[name], per_round[reference])))
-            for name in found}
+    return per_round
 
 
 def run_case(workload: str, device: str, model: torch.nn.Module, inputs: tuple, graph: TierGraph,
@@ -168,23 +186,48 @@ def run_case(workload: str, device: str, model: torch.nn.Module, inputs: tuple, 
     return case
 
 
+@dataclass
+class Ablated:
+    """One configuration over the seeds: per seed, the timed runs it used and its per-round ratios."""
+
+    runs: list[int] = field(default_factory=list)
+    minutes: list[float] = field(default_factory=list)  # wall minutes of each training
+    vs_assumed: list[Measurement] = field(default_factory=list)  # time / optimal(assumed), per seed
+    vs_full: list[Measurement] = field(default_factory=list)  # time / the full trainer's, per seed
+
+    @staticmethod
+    def pooled(per_seed: list[Measurement]) -> Measurement:
+        """Every seed's rounds as one sample: the median and interval over seeds and timing noise together."""
+        return Measurement(tuple(x for m in per_seed for x in m.samples))
+
+
 def ablation(workload: str, device: str, model: torch.nn.Module, inputs: tuple, graph: TierGraph,
-             args: argparse.Namespace) -> dict[str, list[Measurement]]:
-    """Each configuration over `--seeds` seeds, each result re-timed paired against optimal(assumed)."""
+             args: argparse.Namespace, each_seed=None) -> dict[str, Ablated]:
+    """Each configuration over `--seeds` seeds; per seed, all results and optimal(assumed) re-timed side by side.
+    `each_seed(results so far)` after every seed: a run cut short keeps its finished seeds."""
     pm = f"sim:{device}"
     reference = placement.to_array(graph, baselines.optimal(graph, args.budget, ASSUMED))
-    out: dict[str, list[Measurement]] = {}
-    for name, switches in ABLATION.items():
-        out[name] = []
-        for seed in range(args.seeds):
+    out = {name: Ablated() for name in ABLATION}
+    for seed in range(args.seeds):
+        found = {"optimal (assumed)": reference}
+        for name, switches in ABLATION.items():
             say(f"  ablation {name}, seed {seed} ...")
             config = replace(TrainConfig(evaluations=args.evaluations, seed=seed, repeats=args.repeats,
                                          clock=args.clock), **switches)
+            began = time.time()
             result = train(model, inputs, dram_budget=args.budget, pm=pm, fitness="measured", graph=graph,
                            device=ASSUMED, progress=False, config=config)
-            found = {"trained": placement.to_array(graph, result.policy), "optimal (assumed)": reference}
-            out[name].append(time_paired(model, inputs, graph, pm, found, "optimal (assumed)", args.rounds,
-                                         args.repeats, seed)["trained"])
+            out[name].minutes.append((time.time() - began) / 60)
+            out[name].runs.append(result.history[-1].evaluations if result.history else 0)
+            found[name] = placement.to_array(graph, result.policy)
+            say(f"    {out[name].runs[-1]} timed runs, {out[name].minutes[-1]:.1f} min")
+        say(f"  ablation seed {seed}: timing {len(found)} placements side by side, {args.rounds} rounds ...")
+        per_round = time_rounds(model, inputs, graph, pm, found, args.rounds, args.repeats, seed)
+        for name in ABLATION:
+            out[name].vs_assumed.append(paired(per_round, name, "optimal (assumed)"))
+            out[name].vs_full.append(paired(per_round, name, FULL))
+        if each_seed:
+            each_seed(out)
     return out
 
 
@@ -244,11 +287,18 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2, help="seeds per ablation configuration (default 2; 0: no ablation)")
     parser.add_argument("--clock", choices=clocks.CLOCKS, default="cpu",
                         help="what every timing reads (torch_tier.clocks; default cpu: steady on a shared machine)")
+    parser.add_argument("--ablation-only", action="store_true",
+                        help="the ablation alone on the one --workloads / --devices given, no case rows; "
+                             "into results/tmp/learn.md")
     args = parser.parse_args()
     out = RESULTS
     if args.quick:
         args.workloads, args.devices, args.evaluations, args.rounds, args.seeds = "recsys", "cxl-loaded", 60, 4, 1
         args.probes, args.holdout = 8, 4
+        out = RESULTS / "tmp"
+    if args.ablation_only:
+        if "," in args.workloads or "," in args.devices or args.seeds < 1:
+            parser.error("--ablation-only needs one --workloads, one --devices and --seeds of 1 or more")
         out = RESULTS / "tmp"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -258,6 +308,8 @@ def main() -> int:
 
 def run(args: argparse.Namespace, out: Path) -> int:
     started = time.time()
+    if args.ablation_only:
+        return run_ablation(args, out, started)
     cases: list[Case] = []
     workloads = {}
     for workload in args.workloads.split(","):
@@ -279,15 +331,32 @@ def run(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def run_ablation(args: argparse.Namespace, out: Path, started: float) -> int:
+    """--ablation-only: the ablation on the one (workload, device) given, and no case rows."""
+    name, size = WORKLOADS[args.workloads]
+    built = zoo.build(name, **size)
+    say(f"{args.workloads}: capturing {name} {size} ...")
+    graph = capture(built.model, built.inputs)
+    say(f"ablation on {args.workloads} / {args.devices} ...")
+    case = Case(args.workloads, args.devices, graph)
+    table = lambda ablated: report(args, [], started) + ablation_table(args, case, ablated)  # noqa: E731
+    lines = table(ablation(args.workloads, args.devices, built.model, built.inputs, graph, args,
+                           each_seed=lambda ablated: write(out, table(ablated))))
+    write(out, lines)
+    print("\n".join(lines))
+    return 0
+
+
 def report(args: argparse.Namespace, cases: list[Case], started: float) -> list[str]:
     """The results file's header and a table per case."""
     lines = ["# Measured search against the model-based placement, on emulated devices the model does not describe",
              "",
              f"{time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} intra-op thread, torch {torch.__version__}, "
              f"budget {args.budget} of each model's all-DRAM footprint, assumed profile `{ASSUMED}`, "
-             f"{args.evaluations} timed runs per training ({args.repeats} forwards each), calibration "
-             f"{args.probes} + {args.holdout} timed runs, {args.rounds} paired rounds; "
-             f"{args.clock} clock; {(time.time() - started) / 60:.0f} min so far. `python benchmarks/learn.py`.",
+             f"{args.evaluations} timed runs per training ({args.repeats} forwards each), "
+             + ("" if args.ablation_only else f"calibration {args.probes} + {args.holdout} timed runs, ")
+             + f"{args.rounds} paired rounds; {args.clock} clock; {(time.time() - started) / 60:.0f} min so far. "
+             f"`python benchmarks/learn.py {' '.join(sys.argv[1:])}`.",
              "",
              "Each device is an emulation (torch_tier.device_models): the \"measured\" times are the device "
              "model's delay spun on real forwards, evidence about search against a device the planner does not "
@@ -298,14 +367,29 @@ def report(args: argparse.Namespace, cases: list[Case], started: float) -> list[
     return lines
 
 
-def ablation_table(args: argparse.Namespace, case: Case, ablated: dict[str, list[Measurement]]) -> list[str]:
+def ablation_table(args: argparse.Namespace, case: Case, ablated: dict[str, Ablated]) -> list[str]:
+    seeds = range(min((len(result.vs_assumed) for result in ablated.values()), default=0))
     lines = [f"## Ablation on {case.workload} / `sim:{case.device}`", "",
-             f"{args.seeds} seeds each, {args.evaluations} timed runs each; time / optimal(assumed), paired.", "",
-             "| configuration | per seed | median over seeds |", "|---|---|---|"]
-    for name, results in ablated.items():
-        lines.append(f"| {name} | {', '.join(interval(m) for m in results)} | "
-                     f"{statistics.median(m.median for m in results):.3f} |")
-    return lines
+             f"{len(seeds)} of {args.seeds} seeds each, at most {args.evaluations} timed runs each. Per seed, the "
+             f"five results and optimal(assumed) timed side by side in {args.rounds} paired rounds; median [95% "
+             f"interval] of the per-round ratio. Pooled: every seed's rounds as one sample "
+             f"({len(seeds) * args.rounds} ratios), seed-to-seed and timing noise together.", ""]
+    parts = (("time / optimal(assumed)", "vs_assumed"), (f"time / {FULL} (the full trainer)", "vs_full"))
+    for title, part in parts:
+        lines += [f"**{title}**", "",
+                  "| configuration | " + " | ".join(f"seed {s}" for s in seeds) + " | median over seeds | pooled |",
+                  "|---|" + "---|" * (len(seeds) + 2)]
+        for name, result in ablated.items():
+            per_seed = getattr(result, part)
+            lines.append(f"| {name} | " + " | ".join(interval(m) for m in per_seed) +
+                         f" | {statistics.median(m.median for m in per_seed):.3f} | "
+                         f"{interval(Ablated.pooled(per_seed))} |")
+        lines.append("")
+    lines += ["| configuration | timed runs used, per seed | training minutes, per seed |", "|---|---|---|"]
+    for name, result in ablated.items():
+        lines.append(f"| {name} | {', '.join(str(r) for r in result.runs)} | "
+                     f"{', '.join(f'{m:.1f}' for m in result.minutes)} |")
+    return lines + [""]
 
 
 def write(out: Path, lines: list[str]) -> None:
