@@ -11,6 +11,18 @@ same DRAM (tmpfs). Before loading the library this module therefore sets
 memkind's jemalloc options (JEMK_MALLOC_CONF, see JEMALLOC_CONF) to keep
 freed pages for reuse. The kind still holds no more than its max_size, and a
 JEMK_MALLOC_CONF set by the user comes after these and wins.
+
+It also sets MEMKIND_HOG_MEMORY=1 (unless the environment sets it), which
+makes a pmem kind's extent hook decline to give an extent back
+(pmem_extent_dalloc: MADV_REMOVE and munmap while the arena lives), so
+jemalloc keeps it until memkind_destroy_kind unmaps the kind's whole heap.
+Without it, memkind 1.14 crashes (SIGSEGV in jemalloc under
+memkind_arena_posix_memalign) within seconds when threads allocate from a
+pmem kind while kinds are destroyed or their extents given back (issue 16;
+tests/test_memkind_churn.py, which runs the reproduction): a fresh kind per
+session, freed as its last block goes, is exactly that. With the decay
+options above jemalloc purges nothing while a kind lives, so a kind holds
+what it held before; its file still goes with memkind_destroy_kind.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ LIBRARY = "libmemkind.so.0"
 _MIN_PMEM_SIZE = 16 << 20
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 """memkind's jemalloc options set before the library loads: never return freed pages."""
+HOG_MEMORY = "1"
+"""MEMKIND_HOG_MEMORY set before the library loads (unless already set): see the module's doc."""
 
 _CDEF = """
 typedef struct memkind *memkind_t;
@@ -62,6 +76,7 @@ def _binding() -> tuple[cffi.FFI, object]:
     ffi.cdef(_CDEF)
     user = os.environ.get("JEMK_MALLOC_CONF")
     os.environ["JEMK_MALLOC_CONF"] = JEMALLOC_CONF + (f",{user}" if user else "")
+    os.environ.setdefault("MEMKIND_HOG_MEMORY", HOG_MEMORY)  # read by libmemkind's constructor
     try:
         lib = ffi.dlopen(LIBRARY)
     except OSError as err:
