@@ -2,26 +2,32 @@
 
 namespace torch_tier {
 
-void SplitCache::start(Backend* backend, size_t capacity) noexcept {
-  BlockCache::Evicted evicted;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    backend_ = backend;
-    evicted = blocks_.set_capacity(capacity);  // empty: stop() drained it
-  }
-  give_back(evicted, backend);
-}
-
-void SplitCache::stop() noexcept {
+template <typename Change>
+bool SplitCache::evict(Change&& change) noexcept {
   BlockCache::Evicted evicted;
   Backend* backend;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     backend = backend_;
-    backend_ = nullptr;
-    evicted = blocks_.evict_until(0);
+    evicted = change();
   }
+  const bool any = !evicted.empty();
   give_back(evicted, backend);
+  return any;
+}
+
+void SplitCache::start(Backend* backend, size_t capacity) noexcept {
+  evict([&] {  // stop() emptied it: nothing to give back
+    backend_ = backend;
+    return blocks_.set_capacity(capacity);
+  });
+}
+
+void SplitCache::stop() noexcept {
+  evict([this] {
+    backend_ = nullptr;
+    return blocks_.evict_until(0);
+  });
 }
 
 Backend::SplitParts SplitCache::take(size_t bytes, size_t dram_bytes) noexcept {
@@ -44,27 +50,11 @@ void SplitCache::put(Backend* backend, Backend::SplitParts parts, size_t bytes, 
 }
 
 bool SplitCache::drain() noexcept {
-  BlockCache::Evicted evicted;
-  Backend* backend;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    backend = backend_;
-    evicted = blocks_.evict_until(0);
-  }
-  const bool any = !evicted.empty();
-  give_back(evicted, backend);
-  return any;
+  return evict([this] { return blocks_.evict_until(0); });
 }
 
 void SplitCache::set_capacity(size_t bytes) noexcept {
-  BlockCache::Evicted evicted;
-  Backend* backend;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    backend = backend_;
-    evicted = blocks_.set_capacity(bytes);
-  }
-  give_back(evicted, backend);
+  evict([this, bytes] { return blocks_.set_capacity(bytes); });
 }
 
 BlockCacheStats SplitCache::stats() noexcept {

@@ -41,6 +41,10 @@ class SplitCache {
   BlockCacheStats stats() noexcept;
 
  private:
+  // Runs `change` (which evicts) under the lock, then gives what it evicted
+  // back to the backend (the one before `change`) outside it; true if any.
+  template <typename Change>
+  bool evict(Change&& change) noexcept;
   void give_back(BlockCache::Evicted& evicted, Backend* backend) noexcept;
 
   std::mutex mutex_;
