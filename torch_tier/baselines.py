@@ -44,7 +44,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 
 from .cost_model import OVERLAP, GraphCosts, cost_model, graph_costs, predict
 from .graph import TierGraph
@@ -302,9 +302,12 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, 
     activation set (placement.live_activations): DRAM weights + DRAM-resident
     live activations <= budget. Solved by HiGHS to a relative gap of MILP_GAP
     on the extra; metadata records whether that was proven within
-    `time_limit`, and the gap.
+    `time_limit`, and the gap. Cost terms with parallel tiers
+    (GraphCosts.dram_share) make L_i the largest of two affine pieces
+    (``_solve``).
 
-    With `split`, the best split placement (``_optimal_split``): a linear program.
+    With `split`, the best split placement, a linear program: ``_optimal_split``
+    when tiers add, ``_solve`` over shares when they serve at once.
     """
     limit = dram_budget(graph, budget)
     n = len(graph.nodes)
@@ -313,28 +316,16 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, 
     rows = _dram_rows(graph)  # bytes each item holds in DRAM at each peak, if it is there
     given = {} if costs is None else {"cost_terms": "given"}  # metadata: not the device's terms
     costs = graph_costs(graph, device) if costs is None else costs
-    if split:
+    if split and costs.dram_share is None:
         return _optimal_split(graph, limit, device, costs, rows, time_limit, given)
-    linear = costs.terms()  # (nodes, items), items in decision-vector order
-    unit = max(linear.max(), 1e-12)  # seconds -> shares of the largest term, for the solver's tolerances
-    pays_all = np.hstack([-linear / unit, np.eye(n)])  # e_i - L_i >= -c_i
-    pays_share = np.hstack([-(1 - OVERLAP) * linear / unit, np.eye(n)])  # e_i - (1 - OVERLAP) L_i >= 0
-    scale = max(rows.sum(axis=1).max(), 1.0)  # bytes -> shares of the largest total
-    objective = np.concatenate([np.zeros(2 * n), np.ones(n)])
-    integrality = np.concatenate([np.ones(2 * n), np.zeros(n)])
-    bounds = Bounds(np.zeros(3 * n), np.concatenate([np.ones(2 * n), np.full(n, np.inf)]))
     space = PlacementSpace(graph)
+    if split:
+        pm, result = _solve(costs, rows, limit, space, integral=False, time_limit=time_limit)
+        return _split_policy(graph, space, pm, limit, device, result.status == 0, "HiGHS LP (scipy.optimize.milp)", given)
     excess = 0  # bytes the rounded solution went over: tighten by that much and solve again
     for _ in range(3):
-        need = (rows.sum(axis=1) - (limit - excess)) / scale  # bytes that must go to PM at each peak
-        constraints = [LinearConstraint(np.hstack([rows / scale, np.zeros((len(rows), n))]), need, np.inf),
-                       LinearConstraint(pays_all, -costs.compute / unit, np.inf),
-                       LinearConstraint(pays_share, 0, np.inf)]
-        result = milp(objective, integrality=integrality, bounds=bounds, constraints=constraints,
-                      options={"time_limit": time_limit, "mip_rel_gap": MILP_GAP})
-        if result.x is None:
-            raise RuntimeError(f"optimal: HiGHS found no placement within {limit} bytes: {result.message}")
-        placement = from_vector((result.x[:2 * n] > 0.5).astype(np.int8))
+        pm, result = _solve(costs, rows, limit - excess, space, integral=True, time_limit=time_limit)
+        placement = from_vector((pm > 0.5).astype(np.int8))
         policy = space.policy(placement, **_metadata("optimal", limit, device, proven_optimal=result.status == 0,
                                                      mip_gap=result.mip_gap, solver="HiGHS (scipy.optimize.milp)",
                                                      **given))
@@ -343,6 +334,62 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, 
             return policy
         excess += over
     raise RuntimeError(f"optimal: the solver's placements stay {over} bytes over the budget of {limit} bytes")
+
+
+def _solve(costs: GraphCosts, rows: np.ndarray, limit: int, space: PlacementSpace, integral: bool,
+           time_limit: float) -> tuple[np.ndarray, OptimizeResult]:
+    """The decision vector of least modelled latency with at most `limit` bytes of DRAM at every peak
+    (`rows`: bytes per peak and decision), and HiGHS's result: x_k in {0, 1} if `integral`, else in [0, 1].
+
+    L_i = max_p (A_p x + b_p)_i is node i's extra before overlap (GraphCosts.pieces); with one piece it
+    is substituted, with more a variable m_i >= every piece stands for it. e_i >= (1 - OVERLAP) L_i and
+    e_i >= L_i - c_i; the objective sum_i e_i is convex and increasing in each L_i, so the optimum is exact.
+    """
+    pieces = costs.pieces()
+    n, decisions = len(costs.weight), 2 * len(costs.weight)
+    unit = max(max(np.abs(a).max(initial=0.0) for a, _ in pieces), 1e-12)  # seconds -> shares of the largest term
+    eye = sparse.identity(n, format="csr")
+    if len(pieces) == 1:
+        (a, b), auxiliary = pieces[0], 0
+        in_x, in_m, offset = sparse.csr_matrix(a / unit), sparse.csr_matrix((n, 0)), b / unit
+        constraints = []
+    else:
+        auxiliary = n
+        in_x, in_m, offset = sparse.csr_matrix((n, decisions)), eye, np.zeros(n)
+        constraints = [LinearConstraint(sparse.hstack([sparse.csr_matrix(-a / unit), eye, sparse.csr_matrix((n, n))]),
+                                        b / unit, np.inf) for a, b in pieces]  # m_i >= every piece
+    constraints += [
+        LinearConstraint(sparse.hstack([-(1 - OVERLAP) * in_x, -(1 - OVERLAP) * in_m, eye]),
+                         (1 - OVERLAP) * offset, np.inf),  # e_i >= (1 - OVERLAP) L_i
+        LinearConstraint(sparse.hstack([-in_x, -in_m, eye]), offset - costs.compute / unit, np.inf),  # e_i >= L_i - c_i
+    ]
+    scale = max(rows.sum(axis=1).max(), 1.0)  # bytes -> shares of the largest total
+    need = (rows.sum(axis=1) - limit) / scale  # bytes that must go to PM at each peak
+    constraints.append(LinearConstraint(sparse.hstack([sparse.csr_matrix(rows / scale),
+                                                       sparse.csr_matrix((len(rows), auxiliary + n))]), need, np.inf))
+    upper = np.concatenate([to_vector(space.mask).astype(float), np.full(auxiliary + n, np.inf)])
+    lower = np.concatenate([np.zeros(decisions), np.full(auxiliary + n, -np.inf)])
+    objective = np.concatenate([np.zeros(decisions + auxiliary), np.ones(n)])
+    integrality = np.concatenate([np.full(decisions, 1 if integral else 0), np.zeros(auxiliary + n)])
+    options = {"time_limit": time_limit} | ({"mip_rel_gap": MILP_GAP} if integral else {})
+    result = milp(objective, integrality=integrality, bounds=Bounds(lower, upper), constraints=constraints,
+                  options=options)
+    if result.x is None:
+        raise RuntimeError(f"optimal: HiGHS found no placement within {limit} bytes: {result.message}")
+    return np.clip(result.x[:decisions], 0.0, 1.0), result
+
+
+def _split_policy(graph: TierGraph, space: PlacementSpace, pm: np.ndarray, limit: int, device: str, proven: bool,
+                  solver: str, given: dict[str, str]) -> Policy:
+    """The split placement of decision vector `pm` (shares within WHOLE of a tier made whole), checked
+    against the budget."""
+    pm = np.where(pm < WHOLE, 0.0, np.where(pm > 1 - WHOLE, 1.0, pm))
+    policy = space.policy(from_vector(pm), **_metadata("optimal (split)", limit, device, proven_optimal=proven,
+                                                       solver=solver, **given))
+    over = graph.footprint(policy)["dram"] - limit
+    if over > 0:
+        raise RuntimeError(f"optimal (split): the LP's placement is {over} bytes over the budget of {limit} bytes")
+    return policy
 
 
 def _optimal_split(graph: TierGraph, limit: int, device: str, costs: GraphCosts, rows: np.ndarray,
@@ -386,15 +433,8 @@ def _optimal_split(graph: TierGraph, limit: int, device: str, costs: GraphCosts,
                   options={"time_limit": time_limit})
     if result.x is None:
         raise RuntimeError(f"optimal (split): HiGHS found no placement within {limit} bytes: {result.message}")
-    pm = np.clip(result.x[:2 * n], 0.0, 1.0)
-    pm = np.where(pm < WHOLE, 0.0, np.where(pm > 1 - WHOLE, 1.0, pm))
-    policy = space.policy(from_vector(pm), **_metadata("optimal (split)", limit, device,
-                                                       proven_optimal=result.status == 0,
-                                                       solver="HiGHS LP (scipy.optimize.milp)", **given))
-    over = graph.footprint(policy)["dram"] - limit
-    if over > 0:
-        raise RuntimeError(f"optimal (split): the LP's placement is {over} bytes over the budget of {limit} bytes")
-    return policy
+    return _split_policy(graph, space, np.clip(result.x[:2 * n], 0.0, 1.0), limit, device, result.status == 0,
+                         "HiGHS LP (scipy.optimize.milp)", given)
 
 
 BASELINES: dict[str, Callable[..., Policy]] = {

@@ -18,11 +18,18 @@ finds the model that explains them best:
   factors), so a few samples leave the nodes alone and many samples let a
   node deviate where the data says it does (a cache serving its small
   tensor, contention in its call);
-- the all-DRAM time (the measured one includes what timing adds).
+- the all-DRAM time (the measured one includes what timing adds);
+- the tiers' structure: by default a node's streams take the time of both
+  tiers added; with `tiers="parallel"` (or chosen by the data, the default:
+  the device-only fit of each, the parallel one charged one parameter more,
+  Bayesian information criterion) the tiers serve them at once and the job
+  gets a fitted share of this host's DRAM bandwidth
+  (torch_tier.cost_model, parallel tiers): co-runners loading DRAM, which
+  no device figure can express, since it makes the slow tier relieve DRAM.
 
 The fitted model is again a GraphCosts (every term a positive multiple of
 the assumed one; the overlap with computation unchanged), so it stays convex
-and piecewise linear in the placement and baselines.optimal(graph, budget,
+and piecewise linear in the placement (with parallel tiers too) and baselines.optimal(graph, budget,
 costs=calibration.costs) still finds its exact optimum.
 
 `calibrate_device` times probe placements of a model on a slow tier, fits,
@@ -60,6 +67,8 @@ NOISE = 0.02  # relative standard deviation of one timed latency, when the calle
 NODE_SPREAD = 0.3  # prior standard deviation of a decision's log correction (about x/÷ 1.35)
 NODE_SPREADS = (0.0, 0.1, 0.3, 1.0)  # what choose_node_spread picks from (0: the device alone)
 DEVICE_SPREAD = 3.0  # prior standard deviation of a device scale's log: the datasheet is a weak guess
+SHARE_STARTS = (1.0, 0.5, 0.25)  # the DRAM share's starting points (the fit's max() has kinks: the best of a few)
+TIERS = ("serial", "parallel")
 CITATION = "calibration"
 
 Progress = Callable[[str], None]
@@ -91,6 +100,7 @@ class Calibration:
     samples: int
     train_error: dict[str, float]
     node_spread: float  # the per-node corrections' prior spread; 0 when they were not fitted
+    dram_share: float | None = None  # with parallel tiers, the job's fitted share of DRAM bandwidth; None: serial
 
     def predict(self, placement: np.ndarray) -> float:
         """Seconds per forward under `placement` ((nodes, 2) 0/1 = DRAM/PM), by the fitted model."""
@@ -124,7 +134,7 @@ def relative_errors(costs: GraphCosts, placements: np.ndarray, seconds: np.ndarr
 
 def fit(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray, device: str = baselines.DEFAULT_DEVICE,
         noise: float | np.ndarray = NOISE, node_spread: float = NODE_SPREAD, device_spread: float = DEVICE_SPREAD,
-        per_node: bool = True, assumed: GraphCosts | None = None) -> Calibration:
+        per_node: bool = True, assumed: GraphCosts | None = None, tiers: str | None = None) -> Calibration:
     """Fit the cost model of `graph` to `seconds`, the measured latencies of `placements` ((k, nodes, 2) 0/1).
 
     Starts from `device`'s profile (its GraphCosts, or `assumed` when given,
@@ -136,7 +146,11 @@ def fit(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray, device: s
     each decision's correction (its log ~ N(0, node_spread)), which moves
     only where the samples say more about it than the prior does. Splitting
     the two keeps the per-node corrections from trading against the device
-    figures (which the noise would otherwise decide). Levenberg-Marquardt on
+    figures (which the noise would otherwise decide). `tiers`: "serial" (the
+    default cost model), "parallel" (tiers serving at once, a DRAM share
+    fitted with the device scales), or None: the device-only fit of each,
+    and the parallel one if it explains the samples better by more than its
+    extra parameter's Bayesian information penalty. Levenberg-Marquardt on
     the exact Jacobian, each step solved in the space of the samples
     (Woodbury), so a 300-node graph with 50 samples takes under 0.1 s.
     """
@@ -146,21 +160,41 @@ def fit(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray, device: s
         raise ValueError(f"fit: {len(placements)} placements and {len(seconds)} latencies; need as many, >= 1")
     if not np.all(seconds > 0):
         raise ValueError("fit: every latency must be > 0 seconds")
+    if tiers is not None and tiers not in TIERS:
+        raise ValueError(f"fit: tiers {tiers!r}; expected one of {', '.join(TIERS)} or None (chosen by the data)")
     terms = device_terms(graph, device, assumed)
     sigma = np.broadcast_to(np.asarray(noise, dtype=float), seconds.shape) * seconds
-    device_only = _Problem(terms, placements, seconds, sigma, None, False, node_spread, device_spread)
-    scales, weight_factors, activation_factors, base = device_only.unpack(
-        _maximum_a_posteriori(device_only, device_only.start()))
+    fitted = _device_fit(terms, placements, seconds, sigma, device_spread, tiers)
+    scales, weight_factors, activation_factors, base, share = fitted.unpack(fitted.solution)
     per_node = per_node and node_spread > 0
     if per_node:
-        nodes = _Problem(terms, placements, seconds, sigma, scales, True, node_spread, device_spread)
-        scales, weight_factors, activation_factors, base = nodes.unpack(_maximum_a_posteriori(nodes, nodes.start()))
-    costs = terms.costs(scales, weight_factors, activation_factors, base)
+        nodes = _Problem(terms, placements, seconds, sigma, scales, True, node_spread, device_spread,
+                         fitted.parallel, share)
+        scales, weight_factors, activation_factors, base, share = nodes.unpack(
+            _maximum_a_posteriori(nodes, nodes.start()))
+    costs = terms.costs(scales, weight_factors, activation_factors, base, share)
     return Calibration(costs=costs, assumed=terms.prior, device=device, scales=dict(zip(SCALES, scales.tolist())),
                        weight_factors=weight_factors, activation_factors=activation_factors,
-                       profile=fitted_profile(device, scales, len(seconds), graph.model_name, terms.random),
+                       profile=fitted_profile(device, scales, len(seconds), graph.model_name, terms.random, share),
                        samples=len(seconds), train_error=relative_errors(costs, placements, seconds),
-                       node_spread=node_spread if per_node else 0.0)
+                       node_spread=node_spread if per_node else 0.0, dram_share=share)
+
+
+def _device_fit(terms: DeviceTerms, placements: np.ndarray, seconds: np.ndarray, sigma: np.ndarray,
+                device_spread: float, tiers: str | None) -> _Problem:
+    """The device-only fit (all-DRAM time, device scales and, with parallel tiers, the DRAM share) of
+    the structure `tiers`, or of the one the samples favour (None: see fit), solved (`solution`)."""
+    can_parallel = terms.prior.node_dram is not None and terms.prior.weight_dram is not None
+    structures = [tiers == "parallel"] if tiers else [False] + ([True] if can_parallel else [])
+    best, best_score = None, np.inf
+    for parallel in structures:
+        for share in SHARE_STARTS if parallel else (None,):
+            problem = _Problem(terms, placements, seconds, sigma, None, False, 0.0, device_spread, parallel)
+            problem.solution = _maximum_a_posteriori(problem, problem.start(share))
+            score = problem.objective(problem.solution) + (np.log(len(seconds)) if parallel else 0.0)
+            if score < best_score:
+                best, best_score = problem, score
+    return best
 
 
 def choose_node_spread(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray,
@@ -223,8 +257,9 @@ class DeviceTerms:
         return bool(np.any(self.weight_latency > 0))
 
     def costs(self, scales: Sequence[float], weight_factors: np.ndarray, activation_factors: np.ndarray,
-              base_time: float) -> GraphCosts:
-        """The model with device `scales` (read, write, random), per-node factors and all-DRAM time."""
+              base_time: float, dram_share: float | None = None) -> GraphCosts:
+        """The model with device `scales` (read, write, random), per-node factors, all-DRAM time and,
+        for parallel tiers, the job's share of DRAM bandwidth (None: tiers add)."""
         read, write, random = scales
         prior = self.prior
         return dataclasses.replace(
@@ -233,6 +268,7 @@ class DeviceTerms:
             write=activation_factors * write * prior.write,
             read=activation_factors[prior.read_src] * read * prior.read,
             base_time=base_time,
+            dram_share=dram_share,
         )
 
 
@@ -276,17 +312,21 @@ class _Problem:
 
     Parameters: the all-DRAM time (from the prior's, in units of the median
     latency); the logs of the three device scales unless `scales` fixes them;
-    then, if `per_node`, the log correction of every decision whose term is
-    not zero and that some sample put in pm (the others cannot be seen). Each
-    has a zero-mean normal prior of spread `spread`; the data residuals are
-    (predicted - measured) / sigma.
+    with `parallel` tiers the log of the job's DRAM share unless `share`
+    fixes it; then, if `per_node`, the log correction of every decision whose
+    term is not zero and that some sample put in pm (the others cannot be
+    seen). Each has a zero-mean normal prior (the share's: around 1, an
+    unloaded DRAM); the data residuals are (predicted - measured) / sigma.
     """
 
     def __init__(self, terms: DeviceTerms, placements: np.ndarray, seconds: np.ndarray, sigma: np.ndarray,
-                 scales: np.ndarray | None, per_node: bool, node_spread: float, device_spread: float):
+                 scales: np.ndarray | None, per_node: bool, node_spread: float, device_spread: float,
+                 parallel: bool = False, share: float | None = None):
         from scipy.sparse import csr_matrix
 
         self.terms, self.seconds, self.sigma, self.scales = terms, seconds, sigma, scales
+        self.parallel, self.share = parallel, share
+        self.solution: np.ndarray | None = None  # set by whoever solves it
         prior = terms.prior
         self.xw, self.xa = placements[:, :, 0], placements[:, :, 1]
         n, edges = len(prior.weight), len(prior.read)
@@ -295,32 +335,46 @@ class _Problem:
         read_of = np.bincount(prior.read_src, weights=prior.read, minlength=n) if edges else np.zeros(n)
         self.free_w = np.flatnonzero(per_node & (prior.weight > 0) & self.xw.any(axis=0))
         self.free_a = np.flatnonzero(per_node & ((prior.write > 0) | (read_of > 0)) & self.xa.any(axis=0))
-        self.nodes_at = 1 if scales is not None else 4  # where the per-node parameters start
+        self.share_at = 1 if scales is not None else 4  # where the DRAM share's parameter is, if fitted
+        self.nodes_at = self.share_at + int(parallel and share is None)  # where the per-node parameters start
         self.spread = np.concatenate([[1e3], np.full(self.nodes_at - 1, device_spread),
                                       np.full(len(self.free_w) + len(self.free_a), node_spread)])
         ones = (np.ones(edges), np.arange(edges))
         self.to_reader = csr_matrix((ones[0], (prior.read_dst, ones[1])), shape=(n, edges))  # sums edges per reader
         self.to_producer = csr_matrix((ones[0], (prior.read_src, ones[1])), shape=(n, edges))
+        if parallel:  # per sample and node: the DRAM seconds its placement moved to pm (fixed by the placement)
+            reads = (self.to_reader @ (self.xa[:, prior.read_src] * prior.read_dram).T).T
+            self.moved = self.xw * prior.weight_dram + self.xa * prior.write_dram + reads
 
-    def start(self) -> np.ndarray:
-        """The prior's mean, except the all-DRAM time: the prior's plus its mean error on the samples."""
+    def start(self, share: float | None = None) -> np.ndarray:
+        """The prior's mean (a fitted DRAM share at `share`, default 1), except the all-DRAM time:
+        the prior's plus its mean error on the samples."""
         x = np.zeros(len(self.spread))
+        if self.nodes_at > self.share_at and share is not None:
+            x[self.share_at] = np.log(share)
         residual, _ = self.data(x)
         x[0] = -float(np.mean(residual * self.sigma)) / self.unit
         return x
 
-    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """(device scales, weight factors, activation factors, all-DRAM seconds) of parameters `x`."""
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float | None]:
+        """(device scales, weight factors, activation factors, all-DRAM seconds, DRAM share or None) of `x`."""
         scales = self.scales if self.scales is not None else np.exp(x[1:4])
+        share = (float(np.exp(x[self.share_at])) if self.nodes_at > self.share_at else self.share) \
+            if self.parallel else None
         weight_factors, activation_factors = np.ones(self.n), np.ones(self.n)
         at, k = self.nodes_at, len(self.free_w)
         weight_factors[self.free_w] = np.exp(x[at:at + k])
         activation_factors[self.free_a] = np.exp(x[at + k:])
-        return scales, weight_factors, activation_factors, self.terms.prior.base_time + x[0] * self.unit
+        return scales, weight_factors, activation_factors, self.terms.prior.base_time + x[0] * self.unit, share
+
+    def objective(self, x: np.ndarray) -> float:
+        """What the fit minimises at `x`: the data's squared residuals plus the prior's."""
+        residual, _ = self.data(x)
+        return float(residual @ residual + ((x / self.spread) ** 2).sum())
 
     def data(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The samples' residuals at `x`, and their Jacobian (samples, parameters)."""
-        (read, write, random), weight_factors, activation_factors, base = self.unpack(x)
+        (read, write, random), weight_factors, activation_factors, base, share = self.unpack(x)
         terms, prior = self.terms, self.terms.prior
         by_read = self.xw * (weight_factors * read * terms.weight_read)  # (samples, nodes)
         by_latency = self.xw * (weight_factors * random * terms.weight_latency)
@@ -329,12 +383,20 @@ class _Problem:
         edge = self.xa[:, prior.read_src] * (activation_factors[prior.read_src] * read * prior.read)  # (samples, edges)
         reads = (self.to_reader @ edge.T).T
         linear = weight + writes + reads
+        if self.parallel:  # the slower tier's time (cost_model, parallel tiers)
+            slow, loaded = linear + self.moved, (prior.node_dram - self.moved) / share
+            linear = np.maximum(slow, loaded) - prior.node_dram
         latency = base + (linear - np.minimum(OVERLAP * linear, prior.compute)).sum(axis=1)
         slope = np.where(OVERLAP * linear > prior.compute, 1.0, 1.0 - OVERLAP)  # d extra / d linear
         columns = [np.full((len(self.seconds), 1), self.unit)]
+        if self.parallel:
+            by_share = (slope * np.where(slow >= loaded, 0.0, -loaded)).sum(axis=1)  # d latency / d log share
+            slope = slope * (slow >= loaded)  # the slow tier's terms move a node's time only where it is slower
         if self.scales is None:
             columns.append(np.column_stack([(slope * (by_read + reads)).sum(axis=1), (slope * writes).sum(axis=1),
                                             (slope * by_latency).sum(axis=1)]))
+        if self.nodes_at > self.share_at:
+            columns.append(by_share[:, None])
         if len(self.free_w) + len(self.free_a):
             through_reads = (self.to_producer @ (slope[:, prior.read_dst] * edge).T).T  # per producer
             columns += [(slope * weight)[:, self.free_w], (slope * writes + through_reads)[:, self.free_a]]
@@ -387,7 +449,7 @@ def _maximum_a_posteriori(problem: _Problem, x: np.ndarray, iterations: int = 20
 
 
 def fitted_profile(device: str, scales: Sequence[float], samples: int, model_name: str = "",
-                   random: bool = True) -> dict[str, Any]:
+                   random: bool = True, dram_share: float | None = None) -> dict[str, Any]:
     """`device` with its read, write and random-latency extras times `scales`, as a profile entry of
     data/devices.json (on this host, devices.scaled of it gives back exactly the fitted figures).
 
@@ -398,6 +460,8 @@ def fitted_profile(device: str, scales: Sequence[float], samples: int, model_nam
     sequential latency (which the cost model does not use) and the
     granularity stay the assumed profile's. `random`: whether the data had
     random accesses to fit the random latency to (else it stays assumed).
+    A fitted DRAM share (parallel tiers) is the host's load, not the device's:
+    the notes say it, and a profile run by `sim:PATH.json` leaves it out.
     """
     cost = cost_model(device)
     profile, ref, host = devices.load(device), devices.reference(), cost.dram.host
@@ -425,7 +489,10 @@ def fitted_profile(device: str, scales: Sequence[float], samples: int, model_nam
                               "detail": "the assumed profile's (not fitted)"},
         "notes": f"torch_tier.calibrate, {what}. Ratios to the reference DRAM like every profile, through this "
                  f"host's measured DRAM ({host.machine}: {host.read_bw_gbs:.1f}/{host.write_bw_gbs:.1f} GB/s "
-                 f"read/write, {host.latency_ns:.0f} ns).",
+                 f"read/write, {host.latency_ns:.0f} ns)." + (
+                     "" if dram_share is None else
+                     f" The fit found the tiers serving at once with this job getting {dram_share:.3g} of DRAM's "
+                     "bandwidth (co-runners' load, not in this profile: sim:PATH.json runs the figures alone)."),
     }
 
 
@@ -485,7 +552,9 @@ class CalibrationReport:
                                                          self.calibration.activation_factors]))) > 0.1))
         spread = self.calibration.node_spread
         nodes = f"per-node corrections (spread {spread:g}): {moved} beyond 10%" if spread else "no per-node corrections"
-        lines.append(f"device scales on {self.device}: {scales}; {nodes}")
+        share = self.calibration.dram_share
+        tiers = "tiers add" if share is None else f"tiers in parallel, this job's DRAM share {share:.3f}"
+        lines.append(f"device scales on {self.device}: {scales}; {tiers}; {nodes}")
         return "\n".join(lines)
 
 

@@ -50,6 +50,23 @@ DRAM; part of that extra overlaps with the call's computation:
   thread reading the parts one after the other would pay the sum. A saving
   is overlapped as an extra is: (1 - OVERLAP) of it shows.
 
+- Parallel tiers under load (an optional structure, which calibration fits
+  when timed runs call for it: torch_tier.calibrate): the tiers serve a
+  node's streams at once, and this job gets a share s of this host's DRAM
+  bandwidth (below 1 when co-running jobs load it), so a node's memory time
+  is the slower tier's, and its extra is
+
+    L = max((U - moved) / s, slow) - U
+    U     = the node's streams' seconds, all in (unloaded) DRAM
+    moved = sum over its streams in pm of  x t(s, dram)       (x: pm share)
+    slow  = sum over its streams in pm of  x t(s, pm)
+
+  which can fall below 0: with DRAM loaded, moving streams to the slow tier
+  relieves it (Colloid, SOSP 2024; weighted interleave's gain, above). Each
+  piece is affine in the pm shares, so L stays convex and the optimum a
+  MILP (``GraphCosts.pieces``). With s = 1 and whole tensors it still
+  differs from the default: the default adds the tiers' times.
+
 Because of the overlap, a placement's extra is not the sum of its tensors'
 extras: two tensors of a compute-bound node may each be free alone in pm
 but not together. The simulated tier spins out exactly this extra after
@@ -200,11 +217,17 @@ class GraphCosts:
     weight_dram: np.ndarray | None = None  # (nodes,)
     write_dram: np.ndarray | None = None  # (nodes,)
     read_dram: np.ndarray | None = None  # (edges,)
+    node_dram: np.ndarray | None = None  # (nodes,) seconds of all the node's traffic in DRAM, inputs from outside too
+    # None: a node's tiers serve its streams one after the other (the default model); a share of this
+    # host's DRAM bandwidth: they serve them at once, DRAM loaded to that share (module doc, parallel tiers)
+    dram_share: float | None = None
 
     def linear(self, placement: np.ndarray) -> np.ndarray:
         """Each node's slow-tier extra before overlap, for a (nodes, 2) array of
         0/1 = DRAM/PM (column 0 weights, column 1 activations), or of PM shares (splits)."""
         weights, activations = placement[:, 0], placement[:, 1]
+        if self.dram_share is not None:
+            return self._parallel(placement)
         if is_split(placement):
             node, decision, extra, dram = self.entries()
             out = np.zeros(len(self.weight))
@@ -213,6 +236,32 @@ class GraphCosts:
         out = self.weight * weights + self.write * activations
         np.add.at(out, self.read_dst, self.read * activations[self.read_src])
         return out
+
+    def _parallel(self, placement: np.ndarray) -> np.ndarray:
+        """Each node's extra before overlap with parallel tiers and loaded DRAM (module doc)."""
+        node, decision, extra, dram = self.entries()
+        x = to_vector(placement)[decision].astype(float)
+        n = len(self.weight)
+        moved = np.bincount(node, weights=x * dram, minlength=n)
+        slow = np.bincount(node, weights=x * (extra + dram), minlength=n)
+        return np.maximum((self._node_dram() - moved) / self.dram_share, slow) - self._node_dram()
+
+    def _node_dram(self) -> np.ndarray:
+        if self.node_dram is None:
+            raise ValueError("these cost terms have no DRAM seconds per node, so they cannot price parallel tiers")
+        return self.node_dram
+
+    def pieces(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Affine pieces (A (nodes, decisions), b (nodes,)) whose largest, A x + b, is each node's extra
+        before overlap, x the decision vector: one piece when tiers add (whole placements only), two
+        when they serve at once (exact for split shares too)."""
+        if self.dram_share is None:
+            return [(self.terms(), np.zeros(len(self.weight)))]
+        node, decision, _, dram = self.entries()
+        moved = np.zeros((len(self.weight), 2 * len(self.weight)))
+        np.add.at(moved, (node, decision), dram)
+        total = self._node_dram()
+        return [(-moved / self.dram_share, total / self.dram_share - total), (self.terms() + moved, -total)]
 
     def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every stream of the model as (node, decision, extra, dram): the node whose extra it adds to,
@@ -273,6 +322,7 @@ def graph_costs(graph: TierGraph, device: str = "optane-100") -> GraphCosts:
                               for c, node in zip(calls, graph.nodes)]),
         write_dram=np.array([cost.dram_write(node.alloc_bytes) for node in graph.nodes]),
         read_dram=np.array([cost.dram_read(e.bytes) for e in edges]),
+        node_dram=dram,
     )
 
 
