@@ -97,6 +97,7 @@ class Case:
     found: dict[str, np.ndarray] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=dict)  # timed runs each search used
     ratios: dict[str, Measurement] = field(default_factory=dict)  # time / optimal(assumed), paired, per round
+    calibration: str = ""  # what the calibration fitted, in words
 
 
 def device_latency(graph: TierGraph, array: np.ndarray, model) -> float:
@@ -168,6 +169,8 @@ def run_case(workload: str, device: str, model: torch.nn.Module, inputs: tuple, 
     case.found["optimal (calibrated)"] = as_array(baselines.optimal(graph, args.budget,
                                                                    costs=report.calibration.costs))
     case.runs["optimal (calibrated)"] = args.probes + args.holdout
+    case.calibration = calibration_summary(report)
+    say(f"  {case.calibration}")
     planned = baselines.optimal(graph, args.budget, ASSUMED)
     for label, seeded in (("trained (seeded)", True), ("trained (unseeded)", False)):
         say(f"  {label}: up to {args.evaluations} timed runs on {pm} ...")
@@ -236,13 +239,23 @@ def interval(m: Measurement) -> str:
     return f"{m.median:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def calibration_summary(report) -> str:
+    """What calibrate_device fitted (tiers, DRAM share, device scales) and its held-out error before and after."""
+    fitted, errors = report.calibration, report.errors()
+    tiers = ("tiers adding" if fitted.dram_share is None
+             else f"tiers in parallel, DRAM share {fitted.dram_share:.2f}")
+    scales = ", ".join(f"{k} x{v:.2f}" for k, v in fitted.scales.items())
+    return (f"calibration: {tiers}; device scales {scales}; held-out error {errors['before']['mean']:.1%} "
+            f"(assumed) -> {errors['after']['mean']:.1%} (fitted)")
+
+
 def case_table(case: Case) -> list[str]:
     best_known = min(m.median for m in case.ratios.values() if m is not case.ratios["all-dram"])
     gap = 1 - best_known
     lines = [f"### {case.workload} on `sim:{case.device}`",
              f"optimal(assumed) is {gap:.1%} slower than the best known placement within the budget "
              f"({'the device changes the optimum' if gap >= 0.05 else 'the device hardly changes the optimum'})",
-             "", "| placement | timed runs to find | time / optimal(assumed), median [95% interval] | "
+             "", case.calibration, "", "| placement | timed runs to find | time / optimal(assumed), median [95% interval] | "
                  "vs best known |", "|---|---|---|---|"]
     for name, m in case.ratios.items():
         runs = case.runs.get(name, "")

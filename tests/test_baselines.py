@@ -141,6 +141,33 @@ def test_optimal_on_given_cost_terms_equals_brute_force(mlp):
         bl.optimal(mlp, full, costs=dataclasses.replace(given, weight=given.weight[:5]))
 
 
+def test_optimal_with_parallel_tiers_equals_brute_force(mlp):
+    """Tiers serving at once with DRAM loaded (GraphCosts.dram_share): each node's extra is the larger of
+    two affine pieces; the MILP's optimum is the brute-force one, and somewhere not the adding model's.
+    The split optimum (an LP over the same pieces) is at least as fast, and no sampled split beats it."""
+    loaded = dataclasses.replace(graph_costs(mlp), dram_share=0.3)
+    scored = _brute_force(mlp, loaded.latency)
+    full = mlp.footprint(mlp.policy())["dram"]
+    space = PlacementSpace(mlp)
+    rng = np.random.default_rng(0)
+    differs = False
+    for share in SHARES:
+        limit = int(share * full)
+        brute = min(seconds for dram, seconds in scored if dram <= limit)
+        policy = bl.optimal(mlp, limit, costs=loaded)
+        assert mlp.footprint(policy)["dram"] <= limit
+        assert loaded.latency(to_array(mlp, policy)) == pytest.approx(brute, rel=1e-9, abs=1e-12), share
+        differs |= policy.nodes != bl.optimal(mlp, limit).nodes
+        split = bl.optimal(mlp, limit, costs=loaded, split=True)
+        best_split = loaded.latency(to_array(mlp, split))
+        assert mlp.footprint(split)["dram"] <= limit and best_split <= brute * (1 + 1e-9), share
+        for shares in rng.random((200, len(mlp.nodes), 2)):
+            candidate = space.clean(shares.astype(float))
+            if mlp.footprint(space.policy(candidate))["dram"] <= limit:
+                assert best_split <= loaded.latency(candidate) * (1 + 1e-7) + 1e-12, share
+    assert differs
+
+
 def test_live_activations_bound_the_footprint_exactly(resnet):
     """The MILP's budget rows give graph.footprint's DRAM peak for any placement."""
     rng = random.Random(1)

@@ -2,6 +2,7 @@
 calibrate_device recovers an emulated profile's figures from timed runs and predicts held-out
 placements better than the profile it assumed."""
 
+import dataclasses
 import json
 import time
 
@@ -11,6 +12,7 @@ import torch
 
 from torch_tier import calibrate, cost_model, devices
 from torch_tier.graph import Edge, Node, Stream, TierGraph
+from torch_tier.placement import to_array
 
 ASSUMED, TRUE = "optane-100", "optane-100-1dimm"
 
@@ -159,6 +161,82 @@ def test_cross_validation_lets_nodes_deviate_only_where_the_data_says_so():
     many = random_placements(graph, 150, seed=14)
     deviating = latencies(known_truth(graph, activation_factors=activation_factors), many, 0.01, seed=15)
     assert calibrate.choose_node_spread(graph, many, deviating, ASSUMED, noise=0.01, folds=5) > 0
+
+
+def loaded_truth(graph: TierGraph, share: float = 0.4) -> cost_model.GraphCosts:
+    """known_truth with the tiers serving at once and this job getting `share` of DRAM (cost_model, parallel tiers)."""
+    return dataclasses.replace(known_truth(graph), dram_share=share)
+
+
+@pytest.mark.parametrize("noise, tolerance", [(0.0, 0.01), (0.003, 0.10)])
+def test_fit_finds_parallel_tiers_and_the_dram_share(noise, tolerance):
+    graph = synthetic_graph(80, embedding_every=7)
+    placements = random_placements(graph, 40, seed=1)
+    result = calibrate.fit(graph, placements, latencies(loaded_truth(graph), placements, noise), ASSUMED,
+                           noise=max(noise, 0.003), per_node=False)
+    assert result.dram_share == pytest.approx(0.4, rel=tolerance)
+    for scale in ("read", "write"):
+        assert result.scales[scale] == pytest.approx(KNOWN[scale], rel=tolerance), scale
+    assert result.costs.dram_share == result.dram_share
+
+
+def test_fit_chooses_the_tiers_structure_the_data_shows():
+    """Over ten draws of 20 noisy latencies (2%): tiers adding, the parallel structure is chosen at most
+    twice (the two differ only on nodes split between tiers, so noise can tip a draw); DRAM loaded to
+    0.4 with parallel tiers, it is chosen every time."""
+    graph = synthetic_graph(80, embedding_every=7)
+    chosen = {"adding": 0, "loaded": 0}
+    for seed in range(10):
+        placements = random_placements(graph, 20, seed=100 + seed)
+        for name, truth in (("adding", known_truth(graph)), ("loaded", loaded_truth(graph))):
+            seconds = latencies(truth, placements, 0.02, seed=200 + seed)
+            chosen[name] += calibrate.fit(graph, placements, seconds, ASSUMED, per_node=False).dram_share is not None
+    assert chosen["adding"] <= 2 and chosen["loaded"] == 10, chosen
+
+
+def test_the_fitted_parallel_model_finds_the_loaded_optimum():
+    """20 noisy latencies of a loaded device: the optimum of the fitted model is the truth's within 2%,
+    where the assumed profile's optimum is over 5% slower; fitting tiers that add gets less of the way."""
+    from torch_tier import baselines
+
+    graph = synthetic_graph(40, embedding_every=7)
+    truth = loaded_truth(graph, 0.2)
+    placements = random_placements(graph, 20, seed=6)
+    seconds = latencies(truth, placements, 0.02, seed=7)
+    found = {tiers: calibrate.fit(graph, placements, seconds, ASSUMED, tiers=tiers) for tiers in (None, "serial")}
+    assert found[None].dram_share is not None
+
+    def truth_of(costs: cost_model.GraphCosts | None) -> float:
+        return truth.latency(to_array(graph, baselines.optimal(graph, "25%", ASSUMED, costs=costs)))
+
+    best, assumed = truth_of(truth), truth_of(None)
+    assert assumed > 1.05 * best
+    assert truth_of(found[None].costs) < 1.02 * best
+    assert truth_of(found["serial"].costs) > truth_of(found[None].costs)
+    with pytest.raises(ValueError, match="tiers 'both'"):
+        calibrate.fit(graph, placements, seconds, ASSUMED, tiers="both")
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_the_fits_jacobian_is_exact(parallel):
+    """The fit's Jacobian against central differences, with every parameter free (device scales, the
+    DRAM share, per-node corrections), at a point away from the prior's mean."""
+    graph = synthetic_graph(25, embedding_every=5)
+    placements = random_placements(graph, 12, seed=8)
+    seconds = latencies(loaded_truth(graph), placements)
+    problem = calibrate._Problem(calibrate.device_terms(graph, ASSUMED), placements, seconds, 0.01 * seconds, None,
+                                 False, 0.3, 3.0, parallel)
+    nodes = calibrate._Problem(calibrate.device_terms(graph, ASSUMED), placements, seconds, 0.01 * seconds,
+                               np.array([2.0, 3.0, 1.5]), True, 0.3, 3.0, parallel, 0.5)
+    for p in (problem, nodes):
+        x = np.random.default_rng(9).normal(0, 0.2, len(p.spread))
+        _, jacobian = p.data(x)
+        step = 1e-6
+        for k in range(len(x)):
+            dx = np.zeros_like(x)
+            dx[k] = step
+            numeric = (p.data(x + dx)[0] - p.data(x - dx)[0]) / (2 * step)
+            assert np.allclose(jacobian[:, k], numeric, rtol=1e-4, atol=1e-4 * np.abs(numeric).max()), k
 
 
 def test_fitted_model_is_a_graph_costs_the_optimum_applies_to():

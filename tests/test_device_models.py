@@ -1,5 +1,6 @@
 """Device models: the emulated tier hands each call's real traffic to a model the planner need not know."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -188,3 +189,23 @@ def test_graph_traffic_priced_by_the_cost_model_is_its_prediction(cnn):
         array = rng.integers(0, 2, size=(len(graph.nodes), 2)).astype(np.int8)
         offline = graph.base_time + sum(cost.call_extra(t) for t in graph_traffic(graph, array))
         assert offline == pytest.approx(cost_model.graph_costs(graph, "optane-100").latency(array), rel=1e-12)
+
+
+def test_cost_model_with_parallel_tiers_prices_cxl_loaded_exactly(cnn):
+    """The cost model's parallel-tier structure (GraphCosts.dram_share) is cxl-loaded's: over the graph's
+    traffic the device model gives the same latency for whole placements wherever its clip at 0 does not
+    bind, and the default structure (tiers adding) does not."""
+    from torch_tier.graph_capture import capture
+    from torch_tier.traffic import graph_traffic
+
+    model, x = cnn
+    graph = capture(model, x, repeats=1)
+    device = device_models.LoadedDram()
+    parallel = dataclasses.replace(cost_model.graph_costs(graph, device.profile), dram_share=device.dram_share)
+    adding = cost_model.graph_costs(graph, device.profile)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        array = rng.integers(0, 2, size=(len(graph.nodes), 2)).astype(np.int8)
+        offline = graph.base_time + sum(device(t) for t in graph_traffic(graph, array))
+        assert offline == pytest.approx(parallel.latency(array), rel=1e-9)
+        assert offline != pytest.approx(adding.latency(array), rel=1e-3)
