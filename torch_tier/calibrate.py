@@ -21,8 +21,10 @@ finds the model that explains them best:
 - the all-DRAM time (the measured one includes what timing adds);
 - the tiers' structure: by default a node's streams take the time of both
   tiers added; with `tiers="parallel"` (or chosen by the data, the default:
-  the device-only fit of each, the parallel one charged one parameter more,
-  Bayesian information criterion) the tiers serve them at once and the job
+  the device-only fit of each, the parallel one charged one parameter more
+  by the Bayesian information criterion with the noise's scale unknown, so
+  that timings a model misses by more than their spread say do not reward
+  flexibility alone) the tiers serve them at once and the job
   gets a fitted share of this host's DRAM bandwidth
   (torch_tier.cost_model, parallel tiers): co-runners loading DRAM, which
   no device figure can express, since it makes the slow tier relieve DRAM.
@@ -67,6 +69,7 @@ NOISE = 0.02  # relative standard deviation of one timed latency, when the calle
 NODE_SPREAD = 0.3  # prior standard deviation of a decision's log correction (about x/÷ 1.35)
 NODE_SPREADS = (0.0, 0.1, 0.3, 1.0)  # what choose_node_spread picks from (0: the device alone)
 DEVICE_SPREAD = 3.0  # prior standard deviation of a device scale's log: the datasheet is a weak guess
+SHARE_SPREAD = 3.0  # prior standard deviation of the DRAM share's log, around 1 (unloaded)
 SHARE_STARTS = (1.0, 0.5, 0.25)  # the DRAM share's starting points (the fit's max() has kinks: the best of a few)
 TIERS = ("serial", "parallel")
 CITATION = "calibration"
@@ -150,7 +153,8 @@ def fit(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray, device: s
     default cost model), "parallel" (tiers serving at once, a DRAM share
     fitted with the device scales), or None: the device-only fit of each,
     and the parallel one if it explains the samples better by more than its
-    extra parameter's Bayesian information penalty. Levenberg-Marquardt on
+    extra parameter's Bayesian information penalty (n log RSS + k log n).
+    Levenberg-Marquardt on
     the exact Jacobian, each step solved in the space of the samples
     (Woodbury), so a 300-node graph with 50 samples takes under 0.1 s.
     """
@@ -186,15 +190,20 @@ def _device_fit(terms: DeviceTerms, placements: np.ndarray, seconds: np.ndarray,
     the structure `tiers`, or of the one the samples favour (None: see fit), solved (`solution`)."""
     can_parallel = terms.prior.node_dram is not None and terms.prior.weight_dram is not None
     structures = [tiers == "parallel"] if tiers else [False] + ([True] if can_parallel else [])
-    best, best_score = None, np.inf
+    best: dict[bool, _Problem] = {}
     for parallel in structures:
         for share in SHARE_STARTS if parallel else (None,):
             problem = _Problem(terms, placements, seconds, sigma, None, False, 0.0, device_spread, parallel)
             problem.solution = _maximum_a_posteriori(problem, problem.start(share))
-            score = problem.objective(problem.solution) + (np.log(len(seconds)) if parallel else 0.0)
-            if score < best_score:
-                best, best_score = problem, score
-    return best
+            if parallel not in best or problem.objective(problem.solution) < best[parallel].objective(best[parallel].solution):
+                best[parallel] = problem
+    n = len(seconds)
+
+    def information(problem: _Problem) -> float:  # BIC with the noise's scale unknown: sigma is often wrong
+        residual, _ = problem.data(problem.solution)
+        return n * np.log(max(float(residual @ residual), 1e-300)) + (np.log(n) if problem.parallel else 0.0)
+
+    return min(best.values(), key=information)
 
 
 def choose_node_spread(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray,
@@ -337,7 +346,8 @@ class _Problem:
         self.free_a = np.flatnonzero(per_node & ((prior.write > 0) | (read_of > 0)) & self.xa.any(axis=0))
         self.share_at = 1 if scales is not None else 4  # where the DRAM share's parameter is, if fitted
         self.nodes_at = self.share_at + int(parallel and share is None)  # where the per-node parameters start
-        self.spread = np.concatenate([[1e3], np.full(self.nodes_at - 1, device_spread),
+        self.spread = np.concatenate([[1e3], np.full(self.share_at - 1, device_spread),
+                                      np.full(self.nodes_at - self.share_at, SHARE_SPREAD),
                                       np.full(len(self.free_w) + len(self.free_a), node_spread)])
         ones = (np.ones(edges), np.arange(edges))
         self.to_reader = csr_matrix((ones[0], (prior.read_dst, ones[1])), shape=(n, edges))  # sums edges per reader
