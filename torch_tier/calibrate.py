@@ -69,6 +69,7 @@ NOISE = 0.02  # relative standard deviation of one timed latency, when the calle
 NODE_SPREAD = 0.3  # prior standard deviation of a decision's log correction (about x/÷ 1.35)
 NODE_SPREADS = (0.0, 0.1, 0.3, 1.0)  # what choose_node_spread picks from (0: the device alone)
 DEVICE_SPREAD = 3.0  # prior standard deviation of a device scale's log: the datasheet is a weak guess
+BASE_SPREAD = 0.3  # prior standard deviation of the all-DRAM time, relative to the capture's (timing adds to it)
 SHARE_SPREAD = 3.0  # prior standard deviation of the DRAM share's log, around 1 (unloaded)
 SHARE_STARTS = (1.0, 0.5, 0.25)  # the DRAM share's starting points (the fit's max() has kinks: the best of a few)
 TIERS = ("serial", "parallel")
@@ -320,7 +321,8 @@ class _Problem:
     """The MAP fit as least squares: parameters, the samples' residuals and their exact Jacobian.
 
     Parameters: the all-DRAM time (from the prior's, in units of the median
-    latency); the logs of the three device scales unless `scales` fixes them;
+    latency; within about BASE_SPREAD of the capture's: without it, a low DRAM
+    share and a low all-DRAM time trade against each other); the logs of the three device scales unless `scales` fixes them;
     with `parallel` tiers the log of the job's DRAM share unless `share`
     fixes it; then, if `per_node`, the log correction of every decision whose
     term is not zero and that some sample put in pm (the others cannot be
@@ -346,7 +348,8 @@ class _Problem:
         self.free_a = np.flatnonzero(per_node & ((prior.write > 0) | (read_of > 0)) & self.xa.any(axis=0))
         self.share_at = 1 if scales is not None else 4  # where the DRAM share's parameter is, if fitted
         self.nodes_at = self.share_at + int(parallel and share is None)  # where the per-node parameters start
-        self.spread = np.concatenate([[1e3], np.full(self.share_at - 1, device_spread),
+        base_spread = BASE_SPREAD * prior.base_time / self.unit if prior.base_time > 0 else 1e3
+        self.spread = np.concatenate([[base_spread], np.full(self.share_at - 1, device_spread),
                                       np.full(self.nodes_at - self.share_at, SHARE_SPREAD),
                                       np.full(len(self.free_w) + len(self.free_a), node_spread)])
         ones = (np.ones(edges), np.arange(edges))

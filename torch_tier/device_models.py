@@ -43,8 +43,11 @@ and testing, not a claim about any real device's numbers.
   Xeon 6 with CXL (arXiv 2412.12491). Here this job gets DRAM_SHARE of the
   host's DRAM bandwidth, the cxl profile's bandwidth on the slow tier, and a
   call's memory time is the slower tier's: max(DRAM streams / loaded DRAM,
-  CXL streams / CXL). The cost model, where the slow tier only ever adds
-  time, cannot express that a placement using both tiers beats all-DRAM.
+  CXL streams / CXL). The built-in profiles' cost model, where the slow
+  tier only ever adds time, cannot express that a placement using both
+  tiers beats all-DRAM; its parallel-tier structure (cost_model, parallel
+  tiers) is exactly this one, and calibration fits it when the timed runs
+  call for it: what the planner assumes still does not know it.
 """
 
 from __future__ import annotations
