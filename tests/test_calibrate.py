@@ -178,6 +178,20 @@ def test_fit_finds_parallel_tiers_and_the_dram_share(noise, tolerance):
     for scale in ("read", "write"):
         assert result.scales[scale] == pytest.approx(KNOWN[scale], rel=tolerance), scale
     assert result.costs.dram_share == result.dram_share
+    assert result.costs.base_time == pytest.approx(1.1 * graph.base_time, rel=tolerance)
+
+
+def test_few_noisy_samples_pin_the_dram_share_through_the_all_dram_time():
+    """14 latencies with 2% noise, ten draws: a low DRAM share and a low all-DRAM time explain them
+    almost alike, and the prior that the all-DRAM time is near the capture's tells them apart: the
+    share within 10% of the truth's and the all-DRAM time within 25% in every draw."""
+    graph = synthetic_graph(80, embedding_every=7)
+    for seed in range(10):
+        placements = random_placements(graph, 14, seed=300 + seed)
+        result = calibrate.fit(graph, placements, latencies(loaded_truth(graph), placements, 0.02, seed=seed),
+                               ASSUMED, per_node=False)
+        assert result.dram_share == pytest.approx(0.4, rel=0.10), seed
+        assert result.costs.base_time == pytest.approx(1.1 * graph.base_time, rel=0.25), seed
 
 
 def test_fit_chooses_the_tiers_structure_the_data_shows():
