@@ -123,11 +123,13 @@ def test_trained_beats_the_assumed_optimum_where_the_device_differs(case):
 
 def test_the_last_generation_keeps_the_runs_of_a_race(case):
     """With 25 timed runs and 20 members, proposals stop at 13 so that the best of them can still
-    race the incumbent (generation 0's first placement, all-PM) and replace it."""
+    race the incumbent (generation 0's first placement): the last 12 runs are that race's 6 pairs.
+    (Whether it wins is the noise's to say: a 3.5% faster candidate wins 6 of 6 pairs about half the time.)"""
     search, fitness, first = case.search(evaluations=25)
     assert len(first) == 25 - search.config.min_pairs * fitness.pair_cost
-    assert case.latency(search.champion.placement) < case.latency(first[0])
-    assert search.done() and fitness.runs <= 25
+    best = min(first[1:], key=search.scores.score)
+    assert search.scores.score(best) < search.scores.score(first[0]) and PlacementSpace.key(best) in search.raced
+    assert search.done() and fitness.runs == 25
 
 
 def test_a_run_started_from_the_planners_placement_falls_from_it(case):
@@ -228,6 +230,23 @@ def test_model_member_is_the_optimum_of_the_fitted_model(case, monkeypatch):
     assert seconds.tolist() == [search.scores.score(p) for p in placements]
     member = search.population.members[-1].mode()[0]
     assert case.latency(member) == pytest.approx(case.optimum)
+
+
+def test_a_member_that_leaves_dram_free_on_purpose_is_timed_as_proposed(case, monkeypatch):
+    """DRAM loaded by co-runners, tiers serving at once (GraphCosts.dram_share): the optimum leaves part
+    of the budget free. The model member proposing it (a calibration that recovered this truth) is timed
+    as it is, not filled up to the budget by the repair, and the run ends within 2% of it, where the
+    assumed profile's optimum is over 5% slower."""
+    loaded = dataclasses.replace(graph_costs(case.graph, "cxl"), dram_share=0.3)
+    optimum = case.space.encode(baselines.optimal(case.graph, case.limit, costs=loaded))
+    assert case.limit - case.graph.footprint(case.space.policy(optimum))["dram"] > 0.2 * case.limit
+    monkeypatch.setattr(calibrate, "fit", lambda *args, **kwargs: types.SimpleNamespace(costs=loaded))
+    search = Search(case.graph, Settings(case.limit, f"sim:{DEVICE}", DEVICE, "measured",
+                                         TrainConfig(evaluations=100, learner=False, seed=0)))
+    search.run(NoisyTruth(case.space, loaded, 0))
+    assert optimum in search.scores
+    ended, best = loaded.latency(search.champion.placement), loaded.latency(optimum)
+    assert ended < 1.02 * best and loaded.latency(case.space.encode(baselines.optimal(case.graph, case.limit))) > 1.05 * best
 
 
 @pytest.fixture(scope="module")

@@ -163,6 +163,9 @@ class Search:
         self.idle = 0  # generations in a row that evaluated nothing new
         self.final = False  # the evaluations left are the last race's: no more proposals
         self.fitted = 0  # placements scored when the model member was last fitted
+        # population slot -> the placement it proposes next, as it is: the model member's optimum, which
+        # the repair's fill would change where DRAM is loaded and leaving some free is the point
+        self.as_proposed: dict[int, np.ndarray] = {}
         self.history: list[Generation] = []
 
     def done(self) -> bool:
@@ -186,6 +189,9 @@ class Search:
             # 1. propose: every member's placement, repaired to the budget; a repeat of one timed
             #    before (a converged population's) gives way to a neighbour never timed
             own = [self.budget.repair(p, dram_preference) for p, dram_preference in self.population.propose(self.rng)]
+            for slot, placement in self.as_proposed.items():
+                own[slot] = placement
+            self.as_proposed = {}
             placements = self._untimed(own)
             # 2. evaluate what was never scored, keeping one race's runs for after (the budget may
             #    leave some of the last generation unscored: a placement scored too late to race is wasted)
@@ -275,11 +281,16 @@ class Search:
             self.population.sample_of(self.learner.actor)
         newcomers: list[Genome] = [self.learner.actor] if c.learner else []
         member = self._model_member() if c.model_member else None
-        self.population.migrate(newcomers + ([member] if member is not None else []))
+        if member is not None:
+            newcomers.append(Chromosome.of_placement(member, c))
+            self.as_proposed = {len(self.population.members) - 1: member}  # migrants take the last slots
+        self.population.migrate(newcomers)
 
-    def _model_member(self) -> Chromosome | None:
+    def _model_member(self) -> np.ndarray | None:
         """The exact optimum, within the budget, of the cost model fitted to the placements scored
-        so far, as a chromosome; None unless `model_member_every` more have been since the last fit."""
+        so far; None unless `model_member_every` more have been since the last fit. It joins the
+        population, and its first proposal is itself, unrepaired: it fits the budget, and the
+        fitted model may leave DRAM free on purpose (parallel tiers, DRAM loaded)."""
         c = self.config
         placements, seconds = self.scores.timed()
         if len(seconds) < self.fitted + c.model_member_every:
@@ -289,7 +300,7 @@ class Search:
         fitted = calibrate.fit(self.graph, placements[recent], seconds[recent], self.settings.device,
                                assumed=self.assumed)
         optimum = baselines.optimal(self.graph, self.settings.budget, self.settings.device, costs=fitted.costs)
-        return Chromosome.of_placement(self.space.encode(optimum), self.config)
+        return self.space.encode(optimum)
 
     def result(self, interrupted: bool) -> TrainResult:
         """The incumbent as a policy, with its paired latency estimate; never over the budget."""
@@ -315,6 +326,7 @@ class Search:
                 "champion": asdict(self.champion), "raced": sorted(self.raced),
                 "rng": self.rng.bit_generator.state, "reference": self.reference,
                 "evaluations": self.evaluations, "idle": self.idle, "final": self.final, "fitted": self.fitted,
+                "as_proposed": self.as_proposed,
                 "history": [asdict(g) for g in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -330,6 +342,7 @@ class Search:
         self.idle = state["idle"]
         self.final = state["final"]
         self.fitted = state["fitted"]
+        self.as_proposed = state.get("as_proposed", {})
         self.history = [Generation(**g) for g in state["history"]]
 
 
