@@ -337,7 +337,7 @@ def run(args: argparse.Namespace, out: Path) -> int:
     furthest = min(cases, key=lambda c: min(m.median for n, m in c.ratios.items() if n != "all-dram"))
     say(f"ablation on {furthest.workload} / {furthest.device} ...")
     ablated = ablation(furthest.workload, furthest.device, *workloads[furthest.workload], args) if args.seeds else {}
-    lines = report(args, cases, started) + ablation_table(args, furthest, ablated)
+    lines = report(args, cases, started) + (ablation_table(args, furthest, ablated) if ablated else [])
     write(out, lines)
     plot(cases, out / "learn.png")
     print("\n".join(lines))
