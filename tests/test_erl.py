@@ -246,7 +246,8 @@ def test_a_member_that_leaves_dram_free_on_purpose_is_timed_as_proposed(case, mo
     search.run(NoisyTruth(case.space, loaded, 0))
     assert optimum in search.scores
     ended, best = loaded.latency(search.champion.placement), loaded.latency(optimum)
-    assert ended < 1.02 * best and loaded.latency(case.space.encode(baselines.optimal(case.graph, case.limit))) > 1.05 * best
+    assumed = loaded.latency(case.space.encode(baselines.optimal(case.graph, case.limit)))
+    assert ended < 1.02 * best and assumed > 1.05 * best
 
 
 @pytest.fixture(scope="module")

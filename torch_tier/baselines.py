@@ -321,7 +321,8 @@ def optimal(graph: TierGraph, budget: BudgetSpec, device: str = DEFAULT_DEVICE, 
     space = PlacementSpace(graph)
     if split:
         pm, result = _solve(costs, rows, limit, space, integral=False, time_limit=time_limit)
-        return _split_policy(graph, space, pm, limit, device, result.status == 0, "HiGHS LP (scipy.optimize.milp)", given)
+        return _split_policy(graph, space, pm, limit, device, result.status == 0, "HiGHS LP (scipy.optimize.milp)",
+                             given)
     excess = 0  # bytes the rounded solution went over: tighten by that much and solve again
     for _ in range(3):
         pm, result = _solve(costs, rows, limit - excess, space, integral=True, time_limit=time_limit)

@@ -24,15 +24,16 @@ finds the model that explains them best:
   the device-only fit of each, the parallel one charged one parameter more
   by the Bayesian information criterion with the noise's scale unknown, so
   that timings a model misses by more than their spread say do not reward
-  flexibility alone) the tiers serve them at once and the job
-  gets a fitted share of this host's DRAM bandwidth
-  (torch_tier.cost_model, parallel tiers): co-runners loading DRAM, which
-  no device figure can express, since it makes the slow tier relieve DRAM.
+  flexibility alone) the tiers serve them at once and the job gets a fitted
+  share of this host's DRAM bandwidth (torch_tier.cost_model, parallel
+  tiers): co-runners loading DRAM, which no device figure can express,
+  since it makes the slow tier relieve DRAM.
 
 The fitted model is again a GraphCosts (every term a positive multiple of
 the assumed one; the overlap with computation unchanged), so it stays convex
-and piecewise linear in the placement (with parallel tiers too) and baselines.optimal(graph, budget,
-costs=calibration.costs) still finds its exact optimum.
+and piecewise linear in the placement (with parallel tiers too), and
+baselines.optimal(graph, budget, costs=calibration.costs) still finds its
+exact optimum.
 
 `calibrate_device` times probe placements of a model on a slow tier, fits,
 and reports the error on held-out placements before (the assumed profile)
@@ -155,9 +156,9 @@ def fit(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray, device: s
     fitted with the device scales), or None: the device-only fit of each,
     and the parallel one if it explains the samples better by more than its
     extra parameter's Bayesian information penalty (n log RSS + k log n).
-    Levenberg-Marquardt on
-    the exact Jacobian, each step solved in the space of the samples
-    (Woodbury), so a 300-node graph with 50 samples takes under 0.1 s.
+    Levenberg-Marquardt on the exact Jacobian, each step solved in the space
+    of the samples (Woodbury): a 300-node graph with 50 samples takes under
+    0.1 s a fit, four fits to choose the structure.
     """
     placements = np.asarray(placements, dtype=float).reshape(-1, len(graph.nodes), 2)
     seconds = np.asarray(seconds, dtype=float)
@@ -196,7 +197,8 @@ def _device_fit(terms: DeviceTerms, placements: np.ndarray, seconds: np.ndarray,
         for share in SHARE_STARTS if parallel else (None,):
             problem = _Problem(terms, placements, seconds, sigma, None, False, 0.0, device_spread, parallel)
             problem.solution = _maximum_a_posteriori(problem, problem.start(share))
-            if parallel not in best or problem.objective(problem.solution) < best[parallel].objective(best[parallel].solution):
+            incumbent = best.get(parallel)
+            if incumbent is None or problem.objective(problem.solution) < incumbent.objective(incumbent.solution):
                 best[parallel] = problem
     n = len(seconds)
 
@@ -322,8 +324,8 @@ class _Problem:
 
     Parameters: the all-DRAM time (from the prior's, in units of the median
     latency; within about BASE_SPREAD of the capture's: without it, a low DRAM
-    share and a low all-DRAM time trade against each other); the logs of the three device scales unless `scales` fixes them;
-    with `parallel` tiers the log of the job's DRAM share unless `share`
+    share and a low all-DRAM time trade against each other); the logs of the
+    three device scales unless `scales` fixes them; with `parallel` tiers the log of the job's DRAM share unless `share`
     fixes it; then, if `per_node`, the log correction of every decision whose
     term is not zero and that some sample put in pm (the others cannot be
     seen). Each has a zero-mean normal prior (the share's: around 1, an

@@ -5,11 +5,11 @@ the candidate itself wants least (lowest probability of DRAM under the member
 that proposed it) move to PM, fewest first, until the placement fits; then
 the PM items it wants most come back to DRAM while they still fit, so no
 DRAM is left idle (the trainer times the model member's optimum unrepaired:
-on a fitted model with DRAM loaded, leaving some free can be the point). So every placement that is timed, stored in the replay
-buffer or returned fits, and the search learns nothing from placements that
-could not run. The repair order comes from the candidate, not from a cost
-heuristic, so it adds no knowledge of its own: a member that ranks its items
-well is repaired well.
+on a fitted model with DRAM loaded, leaving some free can be the point). So
+every placement that is timed, stored in the replay buffer or returned fits,
+and the search learns nothing from placements that could not run. The
+repair order comes from the candidate, not from a cost heuristic, so it adds
+no knowledge of its own: a member that ranks its items well is repaired well.
 
 The footprint is graph.footprint's, computed for many placements at once:
 weights in DRAM plus the peak over time of DRAM-resident live activations.
