@@ -170,8 +170,8 @@ def fit(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray, device: s
         raise ValueError(f"fit: tiers {tiers!r}; expected one of {', '.join(TIERS)} or None (chosen by the data)")
     terms = device_terms(graph, device, assumed)
     sigma = np.broadcast_to(np.asarray(noise, dtype=float), seconds.shape) * seconds
-    fitted = _device_fit(terms, placements, seconds, sigma, device_spread, tiers)
-    scales, weight_factors, activation_factors, base, share = fitted.unpack(fitted.solution)
+    fitted, solution = _device_fit(terms, placements, seconds, sigma, device_spread, tiers)
+    scales, weight_factors, activation_factors, base, share = fitted.unpack(solution)
     per_node = per_node and node_spread > 0
     if per_node:
         nodes = _Problem(terms, placements, seconds, sigma, scales, True, node_spread, device_spread,
@@ -187,26 +187,29 @@ def fit(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray, device: s
 
 
 def _device_fit(terms: DeviceTerms, placements: np.ndarray, seconds: np.ndarray, sigma: np.ndarray,
-                device_spread: float, tiers: str | None) -> _Problem:
+                device_spread: float, tiers: str | None) -> tuple[_Problem, np.ndarray]:
     """The device-only fit (all-DRAM time, device scales and, with parallel tiers, the DRAM share) of
-    the structure `tiers`, or of the one the samples favour (None: see fit), solved (`solution`)."""
+    the structure `tiers`, or of the one the samples favour (None: see fit), and its solution."""
     can_parallel = terms.prior.node_dram is not None and terms.prior.weight_dram is not None
     structures = [tiers == "parallel"] if tiers else [False] + ([True] if can_parallel else [])
-    best: dict[bool, _Problem] = {}
+    best: dict[bool, tuple[float, _Problem, np.ndarray]] = {}  # per structure: (objective, problem, solution)
     for parallel in structures:
         for share in SHARE_STARTS if parallel else (None,):
             problem = _Problem(terms, placements, seconds, sigma, None, False, 0.0, device_spread, parallel)
-            problem.solution = _maximum_a_posteriori(problem, problem.start(share))
-            incumbent = best.get(parallel)
-            if incumbent is None or problem.objective(problem.solution) < incumbent.objective(incumbent.solution):
-                best[parallel] = problem
+            solution = _maximum_a_posteriori(problem, problem.start(share))
+            cost = problem.objective(solution)[0]
+            if parallel not in best or cost < best[parallel][0]:
+                best[parallel] = cost, problem, solution
     n = len(seconds)
 
-    def information(problem: _Problem) -> float:  # BIC with the noise's scale unknown: sigma is often wrong
-        residual, _ = problem.data(problem.solution)
+    def information(fitted: tuple[float, _Problem, np.ndarray]) -> float:
+        """BIC with the noise's scale unknown (the runs' spreads are often not it)."""
+        _, problem, solution = fitted
+        residual = problem.objective(solution)[1]
         return n * np.log(max(float(residual @ residual), 1e-300)) + (np.log(n) if problem.parallel else 0.0)
 
-    return min(best.values(), key=information)
+    _, problem, solution = min(best.values(), key=information)
+    return problem, solution
 
 
 def choose_node_spread(graph: TierGraph, placements: np.ndarray, seconds: np.ndarray,
@@ -339,7 +342,6 @@ class _Problem:
 
         self.terms, self.seconds, self.sigma, self.scales = terms, seconds, sigma, scales
         self.parallel, self.share = parallel, share
-        self.solution: np.ndarray | None = None  # set by whoever solves it
         prior = terms.prior
         self.xw, self.xa = placements[:, :, 0], placements[:, :, 1]
         n, edges = len(prior.weight), len(prior.read)
@@ -349,7 +351,8 @@ class _Problem:
         self.free_w = np.flatnonzero(per_node & (prior.weight > 0) & self.xw.any(axis=0))
         self.free_a = np.flatnonzero(per_node & ((prior.write > 0) | (read_of > 0)) & self.xa.any(axis=0))
         self.share_at = 1 if scales is not None else 4  # where the DRAM share's parameter is, if fitted
-        self.nodes_at = self.share_at + int(parallel and share is None)  # where the per-node parameters start
+        self.fits_share = parallel and share is None
+        self.nodes_at = self.share_at + int(self.fits_share)  # where the per-node parameters start
         base_spread = BASE_SPREAD * prior.base_time / self.unit if prior.base_time > 0 else 1e3
         self.spread = np.concatenate([[base_spread], np.full(self.share_at - 1, device_spread),
                                       np.full(self.nodes_at - self.share_at, SHARE_SPREAD),
@@ -365,7 +368,7 @@ class _Problem:
         """The prior's mean (a fitted DRAM share at `share`, default 1), except the all-DRAM time:
         the prior's plus its mean error on the samples."""
         x = np.zeros(len(self.spread))
-        if self.nodes_at > self.share_at and share is not None:
+        if self.fits_share and share is not None:
             x[self.share_at] = np.log(share)
         residual, _ = self.data(x)
         x[0] = -float(np.mean(residual * self.sigma)) / self.unit
@@ -374,18 +377,18 @@ class _Problem:
     def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float | None]:
         """(device scales, weight factors, activation factors, all-DRAM seconds, DRAM share or None) of `x`."""
         scales = self.scales if self.scales is not None else np.exp(x[1:4])
-        share = (float(np.exp(x[self.share_at])) if self.nodes_at > self.share_at else self.share) \
-            if self.parallel else None
+        share = float(np.exp(x[self.share_at])) if self.fits_share else self.share
         weight_factors, activation_factors = np.ones(self.n), np.ones(self.n)
         at, k = self.nodes_at, len(self.free_w)
         weight_factors[self.free_w] = np.exp(x[at:at + k])
         activation_factors[self.free_a] = np.exp(x[at + k:])
         return scales, weight_factors, activation_factors, self.terms.prior.base_time + x[0] * self.unit, share
 
-    def objective(self, x: np.ndarray) -> float:
-        """What the fit minimises at `x`: the data's squared residuals plus the prior's."""
-        residual, _ = self.data(x)
-        return float(residual @ residual + ((x / self.spread) ** 2).sum())
+    def objective(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """What the fit minimises at `x` (the data's squared residuals plus the prior's), the residuals
+        and their Jacobian."""
+        residual, jacobian = self.data(x)
+        return float(residual @ residual + ((x / self.spread) ** 2).sum()), residual, jacobian
 
     def data(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The samples' residuals at `x`, and their Jacobian (samples, parameters)."""
@@ -410,7 +413,7 @@ class _Problem:
         if self.scales is None:
             columns.append(np.column_stack([(slope * (by_read + reads)).sum(axis=1), (slope * writes).sum(axis=1),
                                             (slope * by_latency).sum(axis=1)]))
-        if self.nodes_at > self.share_at:
+        if self.fits_share:
             columns.append(by_share[:, None])
         if len(self.free_w) + len(self.free_a):
             through_reads = (self.to_producer @ (slope[:, prior.read_dst] * edge).T).T  # per producer
@@ -430,12 +433,7 @@ def _maximum_a_posteriori(problem: _Problem, x: np.ndarray, iterations: int = 20
     # numpy's general solve took 13 ms for 120 samples on a loaded host (threaded LU), Cholesky 0.3 ms
 
     precision = problem.spread ** -2.0
-
-    def objective(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        residual, jacobian = problem.data(x)
-        return float(residual @ residual + precision @ (x * x)), residual, jacobian
-
-    cost, residual, jacobian = objective(x)
+    cost, residual, jacobian = problem.objective(x)
     damping = 1e-3
     for _ in range(iterations):
         gradient = jacobian.T @ residual + precision * x
@@ -445,7 +443,7 @@ def _maximum_a_posteriori(problem: _Problem, x: np.ndarray, iterations: int = 20
         # 2-core host, einsum's own loop 2.6 ms
         inner = np.eye(len(residual)) + np.einsum("ip,jp->ij", scaled, jacobian)
         step = -(gradient / diagonal - scaled.T @ cho_solve(cho_factor(inner), scaled @ gradient))
-        new_cost, new_residual, new_jacobian = objective(x + step)
+        new_cost, new_residual, new_jacobian = problem.objective(x + step)
         if new_cost < cost:
             converged = cost - new_cost <= tolerance * cost
             x, cost, residual, jacobian = x + step, new_cost, new_residual, new_jacobian

@@ -163,9 +163,9 @@ class Search:
         self.idle = 0  # generations in a row that evaluated nothing new
         self.final = False  # the evaluations left are the last race's: no more proposals
         self.fitted = 0  # placements scored when the model member was last fitted
-        # population slot -> the placement it proposes next, as it is: the model member's optimum, which
-        # the repair's fill would change where DRAM is loaded and leaving some free is the point
-        self.as_proposed: dict[int, np.ndarray] = {}
+        # the model member's optimum, proposed next as it is by the last slot (where it migrated): the
+        # repair's fill would change it where DRAM is loaded and leaving some free is the point
+        self.member_proposal: np.ndarray | None = None
         self.history: list[Generation] = []
 
     def done(self) -> bool:
@@ -189,9 +189,8 @@ class Search:
             # 1. propose: every member's placement, repaired to the budget; a repeat of one timed
             #    before (a converged population's) gives way to a neighbour never timed
             own = [self.budget.repair(p, dram_preference) for p, dram_preference in self.population.propose(self.rng)]
-            for slot, placement in self.as_proposed.items():
-                own[slot] = placement
-            self.as_proposed = {}
+            if self.member_proposal is not None:
+                own[-1], self.member_proposal = self.member_proposal, None
             placements = self._untimed(own)
             # 2. evaluate what was never scored, keeping one race's runs for after (the budget may
             #    leave some of the last generation unscored: a placement scored too late to race is wasted)
@@ -283,7 +282,7 @@ class Search:
         member = self._model_member() if c.model_member else None
         if member is not None:
             newcomers.append(Chromosome.of_placement(member, c))
-            self.as_proposed = {len(self.population.members) - 1: member}  # migrants take the last slots
+            self.member_proposal = member
         self.population.migrate(newcomers)
 
     def _model_member(self) -> np.ndarray | None:
@@ -326,7 +325,7 @@ class Search:
                 "champion": asdict(self.champion), "raced": sorted(self.raced),
                 "rng": self.rng.bit_generator.state, "reference": self.reference,
                 "evaluations": self.evaluations, "idle": self.idle, "final": self.final, "fitted": self.fitted,
-                "as_proposed": self.as_proposed,
+                "member_proposal": self.member_proposal,
                 "history": [asdict(g) for g in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -342,7 +341,7 @@ class Search:
         self.idle = state["idle"]
         self.final = state["final"]
         self.fitted = state["fitted"]
-        self.as_proposed = state.get("as_proposed", {})
+        self.member_proposal = state.get("member_proposal")
         self.history = [Generation(**g) for g in state["history"]]
 
 
